@@ -1,0 +1,46 @@
+"""Atomic output folders: an interrupted or failed stage never leaves a half-written result.
+
+Work happens in a hidden sibling temp folder; only a complete result is renamed into place. A sibling
+(not /tmp) keeps the final rename on one filesystem, where it is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputExistsError
+
+
+def check_output_free(target: Path, overwrite: bool) -> None:
+    """Refuse early, before any expensive work, when `target` exists and may not be replaced."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise OutputExistsError(
+            f"output {target} already exists",
+            "choose another -o folder, or pass --overwrite to replace it",
+        )
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temp folder; on success it replaces `target`, on any error it is removed."""
+    target = Path(target)
+    check_output_free(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{tmp.name[-8:]}")
+        target.rename(old)
+    tmp.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
