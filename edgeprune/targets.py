@@ -144,6 +144,11 @@ class TargetProfile:
     quantization: str
     workload: Workload = Workload()
     budget: Budget = Budget()
+    # the device's speed-relevant ISA flags (as /proc/cpuinfo names them, e.g. "avx2", "avx512_vnni");
+    # empty = not pinned, any host of the arch counts as matching. See edgeprune.host.
+    isa: tuple[str, ...] = ()
+    # lowest GPU compute capability the profile's formats pay off on (8.0 = Ampere, for 2:4); 0 = any
+    min_gpu_capability: float = 0.0
     source: str = field(default="<python>", compare=False)
 
     def __post_init__(self):
@@ -171,6 +176,12 @@ class TargetProfile:
             _check_choice(where, "formats", f, FORMATS)
         _check_number(where, "threads", self.threads, low=1, integer=True)
         _check_choice(where, "quantization", self.quantization, QUANTIZATIONS)
+        if isinstance(self.isa, str) or not isinstance(self.isa, (list, tuple)) or not all(
+                isinstance(flag, str) and flag for flag in self.isa):
+            raise _fail(where, "isa", f"must be a list of CPU flag names, got {self.isa!r}",
+                        'set isa = ["avx2"], or leave it out')
+        object.__setattr__(self, "isa", tuple(self.isa))
+        _check_number(where, "min_gpu_capability", self.min_gpu_capability, high=20.0)
         if not isinstance(self.workload, Workload) or not isinstance(self.budget, Budget):
             raise _fail(where, "workload/budget", "must be Workload and Budget objects", "build them first")
 
@@ -189,6 +200,8 @@ class TargetProfile:
             "quantization": self.quantization,
             "workload": self.workload.to_dict(),
             "budget": self.budget.to_dict(),
+            "isa": list(self.isa),
+            "min_gpu_capability": self.min_gpu_capability,
         }
 
     def sha256(self) -> str:
@@ -199,7 +212,8 @@ class TargetProfile:
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> "TargetProfile":
         data = dict(data)
         _reject_unknown(source, "", data, {"name", "description", "arch", "providers", "threads", "formats",
-                                           "quantization", "workload", "budget"})
+                                           "quantization", "workload", "budget", "isa",
+                                           "min_gpu_capability"})
         missing = [k for k in ("name", "arch", "providers", "threads", "formats", "quantization") if k not in data]
         if missing:
             raise TargetError(f"{source}: missing required key(s) {missing}",
