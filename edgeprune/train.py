@@ -1,0 +1,189 @@
+"""The train stage: a recipe in, a pruned checkpoint out, on the plain Hugging Face Trainer.
+
+Multi-GPU and multi-node come from torchrun/accelerate launching this same code; nothing here is
+distributed-specific beyond "only rank 0 writes". Intermediate Trainer checkpoints live in a hidden work
+folder beside the output (`.NAME.work`), which `--resume` continues from; the output folder itself appears
+only when the run is complete (atomic rename), so a killed run never leaves a half checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .atomic import atomic_dir, check_output_free
+from .checkpoint import PruningState, save_checkpoint
+from .errors import CheckpointError, OutputExistsError, RecipeError
+from .recipe import Recipe
+
+WORK_RECIPE = "edgeprune_recipe.json"
+
+
+def work_dir_for(out_dir: Path) -> Path:
+    out_dir = Path(out_dir).resolve()
+    return out_dir.parent / f".{out_dir.name}.work"
+
+
+def training_arguments(recipe: Recipe, output_dir: Path, progress: bool = True):
+    """Map the recipe's training block onto TrainingArguments (extra keys pass through, checked)."""
+    from transformers import TrainingArguments
+
+    t = recipe.training
+    valid = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for key in t.extra:
+        if key not in valid:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(valid), n=1)
+            raise RecipeError(f"recipe field training.{key} is neither an edgeprune training key nor a "
+                              f"TrainingArguments field",
+                              f"did you mean {close[0]!r}?" if close else "remove it")
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        eval_strategy="epoch",
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        report_to=[],
+        disable_tqdm=not progress,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
+    )
+    kwargs.update(t.extra)
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise RecipeError(f"the training block is rejected by TrainingArguments ({str(exc).splitlines()[0]})",
+                          "fix the named training field") from exc
+
+
+def accuracy_metric(eval_pred) -> dict[str, float]:
+    import numpy as np
+
+    logits, labels = eval_pred
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence):
+    from transformers import DataCollatorWithPadding, Trainer
+
+    from .distill import DistillationTrainer, load_teacher
+
+    common = dict(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                  processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
+                  compute_metrics=accuracy_metric, callbacks=list(callbacks))
+    d = recipe.distillation
+    if d.teacher:
+        teacher = load_teacher(d.teacher, model.config.num_labels)
+        return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature, **common)
+    return Trainer(**common)
+
+
+def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, extra_callbacks: Sequence = (),
+          report: Callable[[str], None] | None = None) -> Path:
+    """Fine-tune with the recipe's pruning and write the checkpoint to `out_dir`; returns `out_dir`."""
+    from accelerate import PartialState
+    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.utils import logging as hf_logging
+
+    from .callback import GradualPruningCallback
+    from .data import load_examples, tokenize
+    from .models import load_classifier
+
+    say = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    out_dir = Path(out_dir).resolve()
+    work = work_dir_for(out_dir)
+    check_output_free(out_dir, overwrite)
+    last = None
+    if resume:
+        last = get_last_checkpoint(str(work)) if work.is_dir() else None
+        if last is None:
+            raise CheckpointError(f"there is no interrupted run of {out_dir} to resume (no checkpoint in {work})",
+                                  "run without --resume to start training")
+        saved = json.loads((work / WORK_RECIPE).read_text()) if (work / WORK_RECIPE).is_file() else {}
+        if saved.get("sha256") != recipe.sha256():
+            raise CheckpointError(f"the interrupted run in {work} used a different recipe",
+                                  "resume with the same recipe and --set values, or --overwrite to start over")
+    elif work.exists() and not overwrite:
+        raise OutputExistsError(f"an interrupted run of {out_dir} left {work}",
+                                "pass --resume to continue it, or --overwrite to start over")
+
+    data = load_examples(recipe.data, seed=recipe.training.seed)
+    model, tokenizer = load_classifier(recipe.model, data.labels)
+    args = training_arguments(recipe, work, progress)
+    dist = PartialState()
+    if dist.is_main_process:
+        if not resume and work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / WORK_RECIPE).write_text(json.dumps({"sha256": recipe.sha256(), "recipe": recipe.to_dict()}))
+    dist.wait_for_everyone()
+
+    max_length = recipe.data.max_length
+    train_ds = tokenize(data.train, data.ids(data.train), tokenizer, max_length)
+    eval_ds = tokenize(data.eval, data.ids(data.eval), tokenizer, max_length)
+
+    def on_eval(entry: dict[str, Any]) -> None:
+        acc = entry["accuracy"]
+        say(f"epoch {entry['epoch']:.2f} step {entry['step']}: dev accuracy "
+            f"{'n/a' if acc is None else f'{acc:.4f}'}, sparsity {entry['sparsity']:.4f}")
+
+    callback = GradualPruningCallback(recipe.pruning, on_evaluate=on_eval)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    try:
+        trainer = build_trainer(recipe, args, model, tokenizer, train_ds, eval_ds,
+                                [callback, *extra_callbacks])
+        result = trainer.train(resume_from_checkpoint=last)
+        done = callback.evaluations[-1] if callback.evaluations else None
+        if done is None or done["step"] != trainer.state.global_step:
+            callback.evaluations.append({**_final_eval(trainer, callback), "final": True})
+        final = callback.evaluations[-1]
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+    pruner = callback.pruner
+    sparsity = pruner.report()
+    state = PruningState(
+        recipe=recipe.to_dict(), recipe_sha256=recipe.sha256(), step=trainer.state.global_step,
+        total_steps=trainer.state.max_steps, global_sparsity=sparsity["global"],
+        per_layer_sparsity=sparsity["per_layer"], heads_pruned=sparsity["heads_pruned"],
+        neurons_pruned=sparsity["neurons_pruned"], nm=sparsity["nm"], history=pruner.history,
+        metrics={"eval_accuracy": final["accuracy"],
+                 "train_loss": result.training_loss, "train_examples": len(data.train.texts),
+                 "eval_examples": len(data.eval.texts), "evaluations": callback.evaluations},
+        max_length=max_length,
+    )
+    if trainer.is_world_process_zero():
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            save_checkpoint(tmp, trainer.model, tokenizer, pruner.masks, state)
+        shutil.rmtree(work, ignore_errors=True)
+        say(f"checkpoint {out_dir}: dev accuracy {state.metrics['eval_accuracy']:.4f}, "
+            f"global sparsity {state.global_sparsity:.4f} after {state.step} steps")
+    dist.wait_for_everyone()
+    return out_dir
+
+
+def _final_eval(trainer, callback) -> dict[str, Any]:
+    """Evaluate once more when training did not end on an epoch boundary (e.g. max_steps)."""
+    metrics = trainer.evaluate()
+    callback.evaluations.pop()  # on_evaluate logged it; it is re-added marked as final
+    return {"epoch": trainer.state.epoch, "step": trainer.state.global_step,
+            "accuracy": metrics.get("eval_accuracy"), "sparsity": round(callback.pruner.report()["global"], 4)}
