@@ -185,6 +185,7 @@ class RuntimeKind:
     """One way of running a bundle (CPU x86-64, ARM, CUDA): claims profiles and judges hosts for them."""
 
     name = "base"
+    torch_device = "cpu"  # where the PyTorch eager baseline runs
 
     def claims(self, profile: TargetProfile) -> bool:
         raise NotImplementedError
@@ -246,6 +247,7 @@ class CudaRuntime(RuntimeKind):
     """CUDA or TensorRT execution provider on an NVIDIA GPU."""
 
     name = "cuda"
+    torch_device = "cuda"
 
     def claims(self, profile: TargetProfile) -> bool:
         return profile.gpu
