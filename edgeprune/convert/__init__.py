@@ -1,0 +1,21 @@
+"""checkpoint -> kiosk bundle. `convert_checkpoint` is the API; the stages live in small modules:
+structure (head/neuron removal), export, optimize (ORT fusions), quantize, formats, verify, bundle.
+
+Importing this package stays cheap (no torch/onnx): the runtime reads `formats` from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
+                       overwrite=False, data_dir=None, eval_limit=None, progress=True) -> Path:
+    """Turn a pruned checkpoint into a verified bundle; see `edgeprune.convert.pipeline`."""
+    from .pipeline import convert_checkpoint as run
+
+    return run(checkpoint_dir, out_dir, target=target, fmt=fmt, quantize=quantize, structured=structured,
+               overwrite=overwrite, data_dir=data_dir, eval_limit=eval_limit, progress=progress)
+
+
+__all__ = ["convert_checkpoint"]

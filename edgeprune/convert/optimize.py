@@ -1,0 +1,66 @@
+"""onnxruntime's transformer graph fusions (attention, LayerNorm, GELU), kept only where they verify.
+
+`num_heads=0, hidden_size=0` makes the fusion read each layer's head count from its own Reshape (the
+export writes explicit per-layer counts), which is what a model with heads pruned unevenly needs. A
+fused graph that does not reproduce the unfused one within `ATOL` is thrown away and the unfused
+graph is used; the manifest records which happened and why.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ATOL = 1e-4
+
+
+@dataclass
+class OptimizeResult:
+    path: Path
+    fused: bool
+    fused_ops: dict[str, int] = field(default_factory=dict)
+    max_abs_diff: float | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"fused": self.fused, "fused_ops": self.fused_ops, "max_abs_diff": self.max_abs_diff,
+                "atol": ATOL, "reason": self.reason}
+
+
+def run_logits(path_or_session, feeds: list[dict]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = path_or_session
+    if not isinstance(sess, ort.InferenceSession):
+        sess = ort.InferenceSession(str(path_or_session), providers=["CPUExecutionProvider"])
+    names = {i.name for i in sess.get_inputs()}
+    return [sess.run(None, {k: v for k, v in f.items() if k in names})[0] for f in feeds]
+
+
+def optimize(src: Path, dst: Path, feeds: list[dict], model_type: str = "bert") -> OptimizeResult:
+    from onnxruntime.transformers import optimizer
+
+    quiet = logging.getLogger("onnxruntime.transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        model = optimizer.optimize_model(str(src), model_type=model_type, num_heads=0, hidden_size=0,
+                                         opt_level=0, use_gpu=False)
+        stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+        model.save_model_to_file(str(dst))
+    except Exception as exc:  # noqa: BLE001 - any fusion failure means: ship the unfused graph
+        return OptimizeResult(Path(src), False, reason=f"fusion failed: {type(exc).__name__}: {exc}"[:300])
+    finally:
+        quiet.setLevel(level)
+    try:
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(run_logits(src, feeds), run_logits(dst, feeds)))
+    except Exception as exc:  # noqa: BLE001
+        return OptimizeResult(Path(src), False, stats,
+                              reason=f"fused graph does not run: {type(exc).__name__}: {exc}"[:300])
+    if not diff <= ATOL:
+        return OptimizeResult(Path(src), False, stats, diff,
+                              reason=f"fused graph differs from unfused by {diff:.3g} > {ATOL}")
+    return OptimizeResult(Path(dst), True, stats, diff, reason="fused graph verified")

@@ -1,0 +1,76 @@
+"""What a conversion may do, resolved from --target/--format/--quantize before any heavy work.
+
+The target profile says which forms pay off on the device; `--format` narrows or overrides that. A
+form that cannot pay off on the target is allowed when asked for explicitly, with a warning that says
+what it does buy (download size) and what it does not (RAM, latency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import EdgepruneError
+from .bundle import PAYS_OFF, SPEED_NOTE
+from .quantize import MODES
+
+FORMAT_CHOICES = ("auto", "dense", "csr", "2:4", "coo")
+
+
+class ConvertOptionError(EdgepruneError):
+    """--format / --quantize asks for something convert cannot do."""
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    fmt: str                   # what was asked: auto | dense | csr | 2:4 | coo
+    forms: tuple[str, ...]     # storage forms a tensor may take (dense always)
+    quantize: str
+    structured: bool
+    target_name: str | None
+    gpu: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+    def describe(self) -> str:
+        return f"{'structured, ' if self.structured else ''}{'/'.join(self.forms)}, {self.quantize}"
+
+    def notes(self) -> list[str]:
+        out = [SPEED_NOTE]
+        out += [PAYS_OFF[f] for f in self.forms if f in PAYS_OFF]
+        return out + list(self.warnings)
+
+
+def resolve_options(target, fmt: str | None, quantize: str | None, structured: bool = True) -> ConvertOptions:
+    if target is not None and isinstance(target, str):
+        from ..targets import resolve_target
+
+        target = resolve_target(target)
+    if fmt is not None and fmt not in FORMAT_CHOICES:
+        raise ConvertOptionError(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMAT_CHOICES)}")
+    if quantize is not None and quantize not in MODES:
+        raise ConvertOptionError(f"unknown quantization {quantize!r}", f"use one of: {', '.join(MODES)}")
+    target_forms = tuple(f for f in (target.formats if target else ()) if f in PAYS_OFF)
+    gpu = bool(target is not None and getattr(target, "gpu", False))
+    warnings = []
+    fmt = fmt or ("auto" if target is not None else "dense")
+    if fmt == "auto":
+        forms = ("dense",) + target_forms
+    else:
+        forms = ("dense",) if fmt == "dense" else ("dense", fmt)
+        if fmt != "dense" and target is not None and fmt not in target_forms:
+            warnings.append(f"format {fmt} is not among what pays off on {target.name} "
+                            f"({', '.join(target.formats)}): {PAYS_OFF[fmt]}")
+        if fmt == "2:4" and not gpu:
+            warnings.append("2:4 gives no speed-up without an sm80+ GPU; here it only shrinks the download")
+    if structured and target is not None and "structured" not in target.formats:
+        warnings.append(f"{target.name} does not list structured removal; it is applied anyway "
+                        "because it is exact and never slower")
+    if quantize is None:
+        quantize = target.quantization if target is not None else "none"
+        if quantize == "fp16":
+            warnings.append(f"{target.name} asks for fp16, which convert does not produce yet; "
+                            "bundle left fp32 (pass --quantize to choose)")
+            quantize = "none"
+    elif target is not None and quantize != target.quantization and quantize != "none":
+        warnings.append(f"quantization {quantize} differs from {target.name}'s {target.quantization}")
+    return ConvertOptions(fmt, forms, quantize, bool(structured), getattr(target, "name", None), gpu,
+                          tuple(warnings))

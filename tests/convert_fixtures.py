@@ -1,0 +1,181 @@
+"""Tiny pruned checkpoints for the convert/runtime tests, built locally from configs (no network).
+
+Odd sizes (hidden 32, 4 heads, intermediate 37) expose shape bugs; the zeros follow the checkpoint
+contract exactly (a pruned head: zero q/k/v rows + biases and zero attention.output.dense columns; a
+pruned neuron: zero intermediate row + bias and zero output.dense column).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WORDS = (
+    "the a an movie film was is good great bad awful fun boring love hate story actors plot "
+    "not very really quite best worst ever and but it this that of to in with for on funny sad "
+    "long short charming dull brilliant terrible wonderful mess masterpiece script director "
+    "music scenes ending beginning i we you they liked enjoyed disliked watched"
+).split()
+
+SENTENCES = [
+    "the movie was great",
+    "a boring and long film",
+    "i loved this story",
+    "the worst script ever",
+    "it was not very funny",
+    "brilliant actors and a charming plot",
+    "we watched it and hated the ending",
+    "the director made a wonderful film",
+    "dull scenes but great music",
+    "a terrible mess of a movie",
+    "really fun and quite sad",
+    "this film is a masterpiece",
+]
+LABELS = ["1", "0", "1", "0", "0", "1", "0", "1", "1", "0", "1", "1"]
+
+HIDDEN, LAYERS, HEADS, INTERMEDIATE = 32, 2, 4, 37
+HEAD_SIZE = HIDDEN // HEADS
+
+
+def make_tokenizer():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted({c for w in WORDS for c in w})
+    vocab = {tok: i for i, tok in enumerate(specials + WORDS + ["##" + c for c in chars] + chars)}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                             cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                             model_max_length=64), len(vocab)
+
+
+def make_model(vocab_size: int, seed: int = 0, layers: int = LAYERS):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=HIDDEN, num_hidden_layers=layers,
+                        num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
+                        max_position_embeddings=64, num_labels=2,
+                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():  # larger-than-init weights so pruning visibly changes outputs
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+    return model
+
+
+def prune_head(model, layer: int, head: int, masks: dict) -> None:
+    import torch
+
+    att = model.bert.encoder.layer[layer].attention
+    rows = slice(head * HEAD_SIZE, (head + 1) * HEAD_SIZE)
+    for name in ("query", "key", "value"):
+        lin = getattr(att.self, name)
+        key = f"bert.encoder.layer.{layer}.attention.self.{name}.weight"
+        m = masks.setdefault(key, torch.ones_like(lin.weight, dtype=torch.bool))
+        m[rows] = False
+        with torch.no_grad():
+            lin.weight[rows] = 0
+            lin.bias[rows] = 0
+    key = f"bert.encoder.layer.{layer}.attention.output.dense.weight"
+    dense = att.output.dense
+    m = masks.setdefault(key, torch.ones_like(dense.weight, dtype=torch.bool))
+    m[:, rows] = False
+    with torch.no_grad():
+        dense.weight[:, rows] = 0
+
+
+def prune_neurons(model, layer: int, neurons: list[int], masks: dict) -> None:
+    import torch
+
+    lay = model.bert.encoder.layer[layer]
+    inter, out = lay.intermediate.dense, lay.output.dense
+    k_in = f"bert.encoder.layer.{layer}.intermediate.dense.weight"
+    k_out = f"bert.encoder.layer.{layer}.output.dense.weight"
+    m_in = masks.setdefault(k_in, torch.ones_like(inter.weight, dtype=torch.bool))
+    m_out = masks.setdefault(k_out, torch.ones_like(out.weight, dtype=torch.bool))
+    idx = torch.tensor(neurons, dtype=torch.long)
+    m_in[idx] = False
+    m_out[:, idx] = False
+    with torch.no_grad():
+        inter.weight[idx] = 0
+        inter.bias[idx] = 0
+        out.weight[:, idx] = 0
+
+
+def prune_magnitude(model, name: str, sparsity: float, masks: dict) -> None:
+    import torch
+
+    p = dict(model.named_parameters())[name]
+    k = int(p.numel() * sparsity)
+    thresh = p.detach().abs().flatten().kthvalue(max(k, 1)).values
+    new = p.detach().abs() > thresh
+    masks[name] = masks.get(name, torch.ones_like(new)) & new
+    with torch.no_grad():
+        p.mul_(masks[name])
+
+
+def prune_2of4(model, name: str, masks: dict) -> None:
+    import torch
+
+    p = dict(model.named_parameters())[name]
+    w = p.detach().reshape(-1, 4).abs()
+    keep = torch.zeros_like(w, dtype=torch.bool)
+    keep.scatter_(1, w.topk(2, dim=1).indices, True)
+    keep = keep.reshape(p.shape)
+    masks[name] = masks.get(name, torch.ones_like(keep)) & keep
+    with torch.no_grad():
+        p.mul_(masks[name])
+
+
+def write_data(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        lines = ["sentence\tlabel"] + [f"{s}\t{lab}" for s, lab in zip(SENTENCES, LABELS)]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def make_checkpoint(out: Path, *, heads: dict | None = None, neurons: dict | None = None,
+                    magnitude: dict | None = None, nm: list[str] | None = None,
+                    data_dir: Path | None = None, seed: int = 0, layers: int = LAYERS) -> Path:
+    """Write a checkpoint: `heads` {layer: [head]}, `neurons` {layer: [idx]}, `magnitude` {param: s}."""
+    from edgeprune.checkpoint import PruningState, save_checkpoint
+    from edgeprune.hashing import sha256_json
+
+    tokenizer, vocab_size = make_tokenizer()
+    model = make_model(vocab_size, seed, layers)
+    masks: dict = {}
+    for layer, hs in (heads or {}).items():
+        for h in hs:
+            prune_head(model, layer, h, masks)
+    for layer, ns in (neurons or {}).items():
+        prune_neurons(model, layer, ns, masks)
+    for name, s in (magnitude or {}).items():
+        prune_magnitude(model, name, s, masks)
+    for name in nm or []:
+        prune_2of4(model, name, masks)
+    per_layer = {k: float(1 - v.float().mean()) for k, v in masks.items()}
+    total = sum(v.numel() for v in masks.values()) or 1
+    zeros = sum(int((~v).sum()) for v in masks.values())
+    data_dir = data_dir or write_data(Path(out).parent / f"{Path(out).name}-data")
+    recipe = {"model": "tiny-bert", "data": {"path": str(data_dir), "text_column": "sentence",
+                                             "label_column": "label", "max_length": 32}}
+    state = PruningState(
+        recipe=recipe, recipe_sha256=sha256_json(recipe), global_sparsity=zeros / total,
+        per_layer_sparsity=per_layer,
+        heads_pruned={str(k): sorted(v) for k, v in (heads or {}).items()},
+        neurons_pruned={str(k): sorted(v) for k, v in (neurons or {}).items()},
+        nm=[{"n": 2, "m": 4, "params": list(nm)}] if nm else [],
+        max_length=32,
+    )
+    save_checkpoint(Path(out), model, tokenizer, masks, state)
+    return Path(out)
