@@ -43,9 +43,9 @@ def run_logits(path_or_session, feeds: list[dict]) -> list[np.ndarray]:
 def optimize(src: Path, dst: Path, feeds: list[dict], model_type: str = "bert") -> OptimizeResult:
     from onnxruntime.transformers import optimizer
 
-    quiet = logging.getLogger("onnxruntime.transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    # ORT's fusion modules log under bare names (fusion_attention, ...), warning about the per-layer
+    # head counts that are exactly what we want; the verification below is the real check
+    logging.disable(logging.WARNING)
     try:
         model = optimizer.optimize_model(str(src), model_type=model_type, num_heads=0, hidden_size=0,
                                          opt_level=0, use_gpu=False)
@@ -54,7 +54,7 @@ def optimize(src: Path, dst: Path, feeds: list[dict], model_type: str = "bert") 
     except Exception as exc:  # noqa: BLE001 - any fusion failure means: ship the unfused graph
         return OptimizeResult(Path(src), False, reason=f"fusion failed: {type(exc).__name__}: {exc}"[:300])
     finally:
-        quiet.setLevel(level)
+        logging.disable(logging.NOTSET)
     try:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(run_logits(src, feeds), run_logits(dst, feeds)))
     except Exception as exc:  # noqa: BLE001

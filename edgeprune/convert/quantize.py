@@ -23,6 +23,16 @@ def needs_unfused(mode: str) -> bool:
 
 def quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | None = None) -> dict:
     """Write the quantized model to `dst`; return what was done, for the manifest."""
+    import logging
+
+    logging.disable(logging.WARNING)  # "consider pre-processing" advice; accuracy is measured instead
+    try:
+        return _quantize(src, dst, mode, calibration_feeds)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | None) -> dict:
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
