@@ -47,6 +47,7 @@ def load_classifier(spec: str, labels: list[str] | None = None):
                   "label2id": {name: i for i, name in enumerate(labels)}}
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not news
+    hf_logging.disable_progress_bar()  # loading takes a second; its bar is noise in our output
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
@@ -56,6 +57,7 @@ def load_classifier(spec: str, labels: list[str] | None = None):
                          "use embedded:minilm-l6, a local save_pretrained folder, or a reachable hub id") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     if labels is not None and model.config.num_labels != len(labels):
         raise ModelError(f"model {spec!r} has {model.config.num_labels} labels but the data has {len(labels)}",
                          "use a model with a matching head, or a base model so a fresh head is built")

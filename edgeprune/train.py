@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -72,6 +73,15 @@ def training_arguments(recipe: Recipe, output_dir: Path, progress: bool = True):
                           "fix the named training field") from exc
 
 
+def estimated_steps(recipe: Recipe, n_train: int, world_size: int = 1) -> int:
+    """Optimizer steps the Trainer will run, to resolve fractional start/end before it starts."""
+    t = recipe.training
+    if t.max_steps is not None:
+        return t.max_steps
+    per_epoch = math.ceil(n_train / (t.batch_size * max(1, world_size)))
+    return max(1, math.ceil(per_epoch / t.gradient_accumulation_steps * t.epochs))
+
+
 def accuracy_metric(eval_pred) -> dict[str, float]:
     import numpy as np
 
@@ -106,6 +116,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     from .callback import GradualPruningCallback
     from .data import load_examples, tokenize
     from .models import load_classifier
+    from .pruner import Pruner
 
     say = report or (lambda line: print(line, file=sys.stderr, flush=True))
     out_dir = Path(out_dir).resolve()
@@ -128,6 +139,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     data = load_examples(recipe.data, seed=recipe.training.seed)
     model, tokenizer = load_classifier(recipe.model, data.labels)
     args = training_arguments(recipe, work, progress)
+    Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
     dist = PartialState()
     if dist.is_main_process:
         if not resume and work.exists():
