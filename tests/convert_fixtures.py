@@ -42,7 +42,8 @@ def make_tokenizer():
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = sorted({c for w in WORDS for c in w})
-    vocab = {tok: i for i, tok in enumerate(specials + WORDS + ["##" + c for c in chars] + chars)}
+    tokens = list(dict.fromkeys(specials + WORDS + ["##" + c for c in chars] + chars))  # ids contiguous
+    vocab = {tok: i for i, tok in enumerate(tokens)}
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -179,3 +180,27 @@ def make_checkpoint(out: Path, *, heads: dict | None = None, neurons: dict | Non
     )
     save_checkpoint(Path(out), model, tokenizer, masks, state)
     return Path(out)
+
+
+# --- shared pytest fixtures (import them into a test module to use them) -------------------------
+
+import pytest  # noqa: E402
+
+STRUCTURED = {"heads": {0: [1, 3], 1: [0, 1, 2, 3]}, "neurons": {0: list(range(INTERMEDIATE)), 1: [0, 5, 9]}}
+
+
+@pytest.fixture(scope="session")
+def structured_ckpt(tmp_path_factory) -> Path:
+    """Layer 0 keeps 2 heads and no neurons; layer 1 keeps no heads and 34 neurons; plus 2:4 and
+    magnitude zeros elsewhere."""
+    root = tmp_path_factory.mktemp("ckpt")
+    return make_checkpoint(root / "structured", **STRUCTURED,
+                           magnitude={"bert.encoder.layer.0.attention.self.key.weight": 0.5},
+                           nm=["bert.encoder.layer.1.intermediate.dense.weight"])
+
+
+@pytest.fixture(scope="session")
+def dense_bundle(tmp_path_factory, structured_ckpt) -> Path:
+    from edgeprune.convert import convert_checkpoint
+
+    return convert_checkpoint(structured_ckpt, tmp_path_factory.mktemp("bundles") / "dense", progress=False)

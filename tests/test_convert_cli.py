@@ -1,0 +1,43 @@
+import json
+
+from convert_fixtures import dense_bundle, structured_ckpt  # noqa: F401
+from edgeprune.cli import main
+
+
+def one_line_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "fix:" in err
+    return err
+
+
+def test_bad_input_is_one_line_exit_2(capsys, tmp_path, structured_ckpt):
+    assert "does not exist" in one_line_error(capsys, ["convert", str(tmp_path / "nope"), "-o", str(tmp_path / "b")])
+    assert "unknown format" in one_line_error(capsys, ["convert", str(structured_ckpt), "-o", str(tmp_path / "b"),
+                                                       "--format", "zip"])
+    assert "unknown quantization" in one_line_error(capsys, ["convert", str(structured_ckpt), "-o",
+                                                             str(tmp_path / "b"), "--quantize", "int3"])
+    assert "not a bundle" in one_line_error(capsys, ["inspect", str(tmp_path)])
+    assert "does not exist" in one_line_error(capsys, ["predict", str(tmp_path / "nope"), "hi"])
+    assert not (tmp_path / "b").exists()
+
+
+def test_convert_cli_writes_a_bundle(capsys, tmp_path, structured_ckpt):
+    assert main(["convert", str(structured_ckpt), "-o", str(tmp_path / "b"), "--json", "--quiet",
+                 "--eval-limit", "6"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verification"] and out["accuracy"]["examples"] == 6
+
+
+def test_inspect_and_predict(capsys, dense_bundle, tmp_path):
+    assert main(["inspect", str(dense_bundle)]) == 0
+    text = capsys.readouterr().out
+    assert "heads kept" in text and "download size" not in text.split("what pays off")[0]
+    assert "Real CPU speed comes from structure" in text
+    assert main(["inspect", str(dense_bundle), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["manifest"]["format"] == "dense"
+    assert main(["pack", str(dense_bundle), "-o", str(tmp_path / "b.tar.gz")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "b.tar.gz"), "the movie was great", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["label"] in ("negative", "positive") and len(row["scores"]) == 2
