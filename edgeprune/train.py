@@ -64,6 +64,8 @@ def training_arguments(recipe: Recipe, output_dir: Path, progress: bool = True):
         disable_tqdm=not progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        # without it, torchrun on a CPU-only host silently trains N independent copies instead of DDP
+        use_cpu=not _has_accelerator(),
     )
     kwargs.update(t.extra)
     try:
@@ -71,6 +73,12 @@ def training_arguments(recipe: Recipe, output_dir: Path, progress: bool = True):
     except (ValueError, TypeError) as exc:
         raise RecipeError(f"the training block is rejected by TrainingArguments ({str(exc).splitlines()[0]})",
                           "fix the named training field") from exc
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def estimated_steps(recipe: Recipe, n_train: int, world_size: int = 1) -> int:
@@ -109,7 +117,6 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
           progress: bool = True, extra_callbacks: Sequence = (),
           report: Callable[[str], None] | None = None) -> Path:
     """Fine-tune with the recipe's pruning and write the checkpoint to `out_dir`; returns `out_dir`."""
-    from accelerate import PartialState
     from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
@@ -140,7 +147,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     model, tokenizer = load_classifier(recipe.model, data.labels)
     args = training_arguments(recipe, work, progress)
     Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
-    dist = PartialState()
+    dist = args.distributed_state  # set up by args.world_size above; one rank of N under torchrun
     if dist.is_main_process:
         if not resume and work.exists():
             shutil.rmtree(work)
