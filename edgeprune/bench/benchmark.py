@@ -107,6 +107,10 @@ def benchmark(bundle_dir: Path, target: str | TargetProfile, out_dir: Path, *, d
                                           accuracy=accuracy(reference.predict_ids, eval_set))
         measurements = [_measure(r, profile, eval_set, settings, host_match.honest, host_match.providers,
                                  bundle.max_length) for r in runners]
+    wanted = profile.workload.sequence_length
+    if measurements[0].latency is not None and wanted != measurements[0].latency.sequence_length:
+        notes.append(f"the profile's sequence length {wanted} exceeds the bundle's max_length "
+                     f"{bundle.max_length}: latency was measured at {measurements[0].latency.sequence_length} tokens")
     if dense_reference is None:
         dense_reference = next((m for m in measurements if m.name == "pytorch-eager"), None)
 

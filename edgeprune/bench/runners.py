@@ -18,8 +18,10 @@ from .latency import Feeds
 MB = 1024 * 1024
 
 
-def folder_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / MB
+def bundle_mb(manifest: dict) -> float:
+    """What ships: the bytes of every file in the bundle's hashed file table (manifest.json aside, whose
+    size grows as bench records figures in it)."""
+    return sum(int(entry["bytes"]) for entry in manifest["files"].values()) / MB
 
 
 @dataclass
@@ -46,7 +48,7 @@ def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle u
         return [p.label_id for p in bundle.predict(texts, batch_size=max(len(texts), 1))]
 
     return Runner(name, description, bundle.encode, run, predict_ids, "bundle", Path(bundle.path),
-                  folder_mb(bundle.path), int(bundle.manifest.get("pad_token_id", 0)))
+                  bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)))
 
 
 def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], Feeds],
