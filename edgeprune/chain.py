@@ -6,7 +6,7 @@ of the output it produced. A stage is up to date when its output exists, the out
 the recorded one (nobody replaced or edited it), and the inputs hash the same as then:
 
 - train:   the recipe (after --set overrides)                    -> checkpoint: hash of its file tree
-- convert: the checkpoint's identity, the target profile less its budgets -> bundle: `bundle_digest`
+- convert: the checkpoint's identity, the profile's CONVERT_FIELDS         -> bundle: `bundle_digest`
 - bench:   the bundle digest, the profile's measurement fields, the eval data file, this host, settings
                                                                    -> report: hash of report.json
 Gate always runs (it is cheap and its budgets may have changed); the exit code is the gate's.
@@ -29,6 +29,8 @@ from .errors import OutputExistsError
 from .hashing import sha256_file, sha256_json, sha256_tree
 
 RECORDS = ".edgeprune-run"
+# the profile fields convert reads (format and quantization choice, warnings, the name in the manifest)
+CONVERT_FIELDS = ("name", "arch", "providers", "formats", "quantization", "min_gpu_capability")
 STAGE_DIRS = {"train": "checkpoint", "convert": "bundle", "bench": "report"}
 
 
@@ -170,7 +172,7 @@ def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str]
     checkpoint_id = chain.do("train", {"recipe_sha256": recipe.sha256()},
                              lambda dest: STAGES["train"](recipe, dest), result)
     profile_dict = profile.to_dict()
-    convert_target = {k: v for k, v in profile_dict.items() if k != "budget"}  # budgets never change a bundle
+    convert_target = {k: profile_dict[k] for k in CONVERT_FIELDS}  # budgets, workload, threads never change a bundle
     bundle_id = chain.do("convert", {"checkpoint": checkpoint_id, "target": convert_target,
                                      "format": None, "quantize": None},
                          lambda dest: STAGES["convert"](chain.path("train"), dest, profile), result)
