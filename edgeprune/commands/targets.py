@@ -34,6 +34,11 @@ def _show(profile) -> str:
         f"  quantization  {profile.quantization}",
         f"  workload      batch {profile.workload.batch_size}, sequence length "
         f"{profile.workload.sequence_length}",
+        f"  isa           {', '.join(profile.isa) or 'any (not pinned)'}",
+    ]
+    if profile.gpu:
+        lines.append(f"  min GPU       sm{profile.min_gpu_capability:g}" if profile.min_gpu_capability else "  min GPU       any")
+    lines += [
         "  budget",
     ]
     for name, limit in budget.limits().items():
