@@ -7,6 +7,7 @@ within one weight.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -47,13 +48,24 @@ def magnitude_masks_global(weights: dict[str, torch.Tensor], sparsity: float,
     k = _prune_count(sparsity, n_alive)
     keep_flat = torch.isfinite(scores)
     if k > 0:
-        order = torch.argsort(scores, stable=True)
-        keep_flat[order[:k]] = False
+        keep_flat &= ~_lowest_k(scores, k)
     out, offset = {}, 0
     for name, size in zip(names, sizes):
         out[name] = keep_flat[offset:offset + size].view_as(weights[name])
         offset += size
     return out
+
+
+def _lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Flags of exactly k smallest entries, ties broken by position; a selection, not a full sort,
+    because a global threshold over a whole encoder runs at every pruning event."""
+    # numpy's introselect is ~10x faster than torch.kthvalue on CPU for tens of millions of weights
+    threshold = torch.as_tensor(np.partition(scores.cpu().numpy(), k - 1)[k - 1], dtype=scores.dtype,
+                                device=scores.device)
+    chosen = scores < threshold
+    ties = torch.nonzero(scores == threshold).flatten()[: k - int(chosen.sum())]
+    chosen[ties] = True
+    return chosen
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor:
