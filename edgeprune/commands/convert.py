@@ -38,7 +38,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..convert import convert_checkpoint
-    from ..convert.options import resolve_options
+    from ..convert.options import ConvertOptionError, resolve_options
     from ..errors import CheckpointError
     from ..runtime import bundle_digest, read_manifest
 
@@ -46,7 +46,7 @@ def run(args) -> int:
         raise CheckpointError(f"checkpoint {args.checkpoint} does not exist",
                               "pass the -o folder written by `edgeprune train`")
     if args.eval_limit is not None and args.eval_limit < 1:
-        raise CheckpointError("--eval-limit must be at least 1", "pass a positive N or leave it out")
+        raise ConvertOptionError("--eval-limit must be at least 1", "pass a positive N or leave it out")
     target = None
     if args.target:
         from ..targets import resolve_target
