@@ -85,7 +85,7 @@ def encoder_layers(model):
     if layers is None or not hasattr(layers[0], "attention") or not hasattr(layers[0].attention, "self"):
         raise ModelError(
             f"structured removal supports BERT-style encoders; {type(model).__name__} is not one",
-            "convert with --format dense (masks applied, nothing removed)",
+            "convert with --no-structured (masks applied, nothing removed)",
         )
     return layers
 
