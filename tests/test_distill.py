@@ -1,0 +1,29 @@
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_recipe_dict
+from edgeprune.checkpoint import read_pruning_state
+from edgeprune.distill import distillation_loss
+from edgeprune.recipe import recipe_from_dict
+from edgeprune.train import train
+
+
+def test_loss_is_kl_at_temperature_mixed_with_hard_loss():
+    torch.manual_seed(0)
+    s, t, hard = torch.randn(5, 3), torch.randn(5, 3), torch.tensor(0.7)
+    T, alpha = 2.0, 0.3
+    p_t = F.softmax(t / T, dim=-1)
+    kl = (p_t * (p_t.log() - F.log_softmax(s / T, dim=-1))).sum(dim=-1).mean()
+    expected = alpha * kl * T * T + (1 - alpha) * hard
+    assert torch.allclose(distillation_loss(s, t, hard, alpha, T), expected, atol=1e-6)
+    assert torch.allclose(distillation_loss(t, t, hard, 1.0, T), torch.tensor(0.0), atol=1e-6)
+
+
+def test_training_with_a_teacher_changes_the_result(tiny_model_dir, tiny_data_dir, tmp_path):
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    plain = train(recipe_from_dict(raw), tmp_path / "plain", progress=False)
+    raw["distillation"] = {"teacher": str(plain), "alpha": 0.9, "temperature": 3.0}
+    distilled = train(recipe_from_dict(raw), tmp_path / "distilled", progress=False)
+    a, b = read_pruning_state(plain), read_pruning_state(distilled)
+    assert b.recipe["distillation"]["teacher"] == str(plain)
+    assert a.metrics["train_loss"] != b.metrics["train_loss"]
