@@ -80,11 +80,14 @@ def save_checkpoint(out_dir: Path, model, tokenizer, masks: dict, state: Pruning
     import torch
     from safetensors.torch import save_file
 
+    from .models import quiet_transformers
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
+    with quiet_transformers():
+        model.save_pretrained(out_dir)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out_dir)
     save_file({k: v.detach().to(torch.uint8).contiguous().cpu() for k, v in masks.items()},
               str(out_dir / MASKS_FILE))
     (out_dir / STATE_FILE).write_text(json.dumps(state.to_json(), indent=2))
@@ -105,12 +108,15 @@ def load_checkpoint(path: Path):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from .models import quiet_transformers
+
     path = Path(path)
     state = read_pruning_state(path)
     masks = load_masks(path)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(path)
+            tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the model in {path} ({exc})",
                               "pass a complete folder written by `edgeprune train`") from exc

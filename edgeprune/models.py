@@ -7,7 +7,9 @@ added on top. No `trust_remote_code`, ever: a model spec must not be able to run
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 from .errors import ModelError
 
@@ -35,29 +37,39 @@ def resolve_model_path(spec: str) -> str:
     return spec  # a hub id
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence loading chatter: "newly initialized classifier" is expected, and a one-second load needs
+    no progress bar in the middle of our own output."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
 def load_classifier(spec: str, labels: list[str] | None = None):
     """(model, tokenizer) for sequence classification; `labels` sizes and names a fresh head."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(spec)
     kwargs = {}
     if labels is not None:
         kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
                   "label2id": {name: i for i, name in enumerate(labels)}}
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected, not news
-    hf_logging.disable_progress_bar()  # loading takes a second; its bar is noise in our output
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         where = "folder" if Path(path).exists() else "hub id"
         raise ModelError(f"cannot load model {spec!r} ({where}: {str(exc).splitlines()[0][:160]})",
                          "use embedded:minilm-l6, a local save_pretrained folder, or a reachable hub id") from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     if labels is not None and model.config.num_labels != len(labels):
         raise ModelError(f"model {spec!r} has {model.config.num_labels} labels but the data has {len(labels)}",
                          "use a model with a matching head, or a base model so a fresh head is built")
