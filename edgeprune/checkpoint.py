@@ -42,7 +42,9 @@ class PruningState:
     nm: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    max_length: int = 128
+    max_length: int = 64
+    labels: list[str] = field(default_factory=list)      # id -> label name (what predictions print)
+    raw_labels: list[str] = field(default_factory=list)  # id -> label value as written in the data files
     schema_version: int = SCHEMA_VERSION
     edgeprune_version: str = __version__
 
@@ -50,8 +52,10 @@ class PruningState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "PruningState":
+    def from_json(cls, data: Any) -> "PruningState":
         known = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or not isinstance(data.get("schema_version", SCHEMA_VERSION), int):
+            raise TypeError("not a pruning state object")
         if data.get("schema_version", SCHEMA_VERSION) > SCHEMA_VERSION:
             raise CheckpointError(
                 f"{STATE_FILE} has schema version {data['schema_version']}, newer than this edgeprune "

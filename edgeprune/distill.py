@@ -22,13 +22,23 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1.0 - alpha) * hard_loss
 
 
-def load_teacher(spec: str, num_labels: int):
+def load_teacher(spec: str, student_config):
+    """A fine-tuned classifier over the same labels, in the same order, and the same vocabulary."""
     from .models import load_classifier
 
     teacher, _ = load_classifier(spec)
-    if teacher.config.num_labels != num_labels:
-        raise ModelError(f"teacher {spec!r} has {teacher.config.num_labels} labels, the student {num_labels}",
-                         "distill from a teacher fine-tuned on the same labels")
+    config = teacher.config
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise ModelError(f"teacher {spec!r} is not a fine-tuned sequence classifier (its head would be random)",
+                         "distill from a checkpoint written by `edgeprune train` or another fine-tuned classifier")
+    student_labels = [student_config.id2label[i] for i in range(student_config.num_labels)]
+    teacher_labels = [config.id2label[i] for i in range(config.num_labels)]
+    if teacher_labels != student_labels:
+        raise ModelError(f"teacher {spec!r} has labels {teacher_labels}, the student {student_labels}",
+                         "distill from a teacher fine-tuned on the same labels (same names, same order)")
+    if getattr(config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
+        raise ModelError(f"teacher {spec!r} has a vocabulary of {config.vocab_size}, the student "
+                         f"{student_config.vocab_size}", "distill from a teacher with the student's tokenizer")
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -82,6 +82,7 @@ class Pruner:
         self.masks: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, Any]] = []
         self.step = 0
+        self._hooks: list = []
 
     # ---- selection ------------------------------------------------------------------------------
 
@@ -94,6 +95,10 @@ class Pruner:
         for i, mod in enumerate(modifiers):
             where = f"pruning.{i}"
             start, end = resolve_step(mod.start, self.total_steps), resolve_step(mod.end, self.total_steps)
+            if end > self.total_steps:
+                raise RecipeError(f"{where}.end is step {end} but the run has only {self.total_steps} steps, so "
+                                  f"final_sparsity would never be reached",
+                                  f"set {where}.end <= {self.total_steps} or a fraction such as 0.7")
             if start > end:
                 raise RecipeError(f"{where}.start resolves to step {start}, after end (step {end})",
                                   f"make start <= end; the run has {self.total_steps} steps")
@@ -122,7 +127,7 @@ class Pruner:
                     raise RecipeError(f"{where}: {name} has {self._params[f'{name}.weight'].shape[-1]} inputs, "
                                       f"not divisible by m={mod.m}", f"ignore {name} or choose another m")
             for pattern in mod.sparsity_overrides:
-                match_names([pattern], linear, f"{where}.sparsity_overrides")
+                match_names([pattern], sorted(chosen), f"{where}.sparsity_overrides")
             out.append(_Resolved(i, mod, start, end, modules=tuple(sorted(chosen))))
         return out
 
@@ -240,6 +245,33 @@ class Pruner:
             grad = self._params[name].grad
             if grad is not None:
                 grad.mul_(mask.to(grad.dtype))
+
+    def attach_gradient_masks(self) -> None:
+        """Mask each gradient as backward produces it (before clipping and before DDP's all-reduce).
+
+        Every parameter a modifier can touch gets a hook that reads the *current* mask, so masks
+        recomputed at later events apply without re-registering.
+        """
+        self.detach_gradient_masks()
+        for name in self._maskable():
+            self._hooks.append(self._params[name].register_hook(
+                lambda grad, name=name: grad * self.masks[name].to(grad.dtype) if name in self.masks else grad))
+
+    def detach_gradient_masks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    def _maskable(self) -> list[str]:
+        names: set[str] = set()
+        for r in self.modifiers:
+            if r.config.kind in STRUCTURED:
+                for layer in r.layers:
+                    mods = (*layer.head_rows, layer.o) if r.config.kind == "heads" else (layer.ffn_in, layer.ffn_out)
+                    names |= {f"{m}.{p}" for m in mods for p in ("weight", "bias")}
+            else:
+                names |= {f"{m}.weight" for m in r.modules}
+        return sorted(n for n in names if n in self._params and self._params[n].requires_grad)
 
     @torch.no_grad()
     def accumulate_taylor(self) -> None:

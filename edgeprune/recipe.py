@@ -250,7 +250,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     if "=" not in item:
         raise RecipeError(f"--set {item!r} has no '='", "write --set key.path=value, e.g. training.epochs=1")
     key, _, text = item.partition("=")
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {key}: the value {text!r} is not valid YAML",
+                          "quote strings and close brackets, e.g. --set 'pruning.0.params=[\"re:.*query\"]'") from exc
     parts = key.strip().split(".")
     node: Any = raw
     for i, part in enumerate(parts):

@@ -22,6 +22,15 @@ from .errors import CheckpointError, OutputExistsError, RecipeError
 from .recipe import Recipe
 
 WORK_RECIPE = "edgeprune_recipe.json"
+# TrainingArguments that the checkpoint layout, resume and the pruner depend on: not user-settable
+RESERVED_TRAINING_KEYS = {
+    "output_dir": "Trainer checkpoints live in the hidden work folder beside -o, which --resume reads",
+    "save_strategy": "resume needs step checkpoints; set training.save_steps instead",
+    "load_best_model_at_end": "it would restore weights from an earlier step than the final masks",
+    "use_cpu": "chosen from the host so torchrun on a CPU host really runs DDP",
+    "num_train_epochs": "set training.epochs", "max_steps": "set training.max_steps",
+    "per_device_train_batch_size": "set training.batch_size", "learning_rate": "set training.learning_rate",
+}
 
 
 def work_dir_for(out_dir: Path) -> Path:
@@ -36,6 +45,9 @@ def training_arguments(recipe: Recipe, output_dir: Path, progress: bool = True):
     t = recipe.training
     valid = {f.name for f in dataclasses.fields(TrainingArguments)}
     for key in t.extra:
+        if key in RESERVED_TRAINING_KEYS:
+            raise RecipeError(f"recipe field training.{key} is managed by edgeprune "
+                              f"({RESERVED_TRAINING_KEYS[key]})", f"remove training.{key} from the recipe")
         if key not in valid:
             import difflib
 
@@ -98,17 +110,16 @@ def accuracy_metric(eval_pred) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence):
+def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence, teacher=None):
     from transformers import DataCollatorWithPadding, Trainer
 
-    from .distill import DistillationTrainer, load_teacher
+    from .distill import DistillationTrainer
 
     common = dict(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                   processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
                   compute_metrics=accuracy_metric, callbacks=list(callbacks))
-    d = recipe.distillation
-    if d.teacher:
-        teacher = load_teacher(d.teacher, model.config.num_labels)
+    if teacher is not None:
+        d = recipe.distillation
         return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature, **common)
     return Trainer(**common)
 
@@ -117,11 +128,11 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
           progress: bool = True, extra_callbacks: Sequence = (),
           report: Callable[[str], None] | None = None) -> Path:
     """Fine-tune with the recipe's pruning and write the checkpoint to `out_dir`; returns `out_dir`."""
-    from transformers.trainer_utils import get_last_checkpoint
     from transformers.utils import logging as hf_logging
 
     from .callback import GradualPruningCallback
     from .data import load_examples, tokenize
+    from .distill import load_teacher
     from .models import load_classifier
     from .pruner import Pruner
 
@@ -131,7 +142,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     check_output_free(out_dir, overwrite)
     last = None
     if resume:
-        last = get_last_checkpoint(str(work)) if work.is_dir() else None
+        last = last_resumable_checkpoint(work, needs_pruner=bool(recipe.pruning))
         if last is None:
             raise CheckpointError(f"there is no interrupted run of {out_dir} to resume (no checkpoint in {work})",
                                   "run without --resume to start training")
@@ -145,6 +156,11 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
 
     data = load_examples(recipe.data, seed=recipe.training.seed)
     model, tokenizer = load_classifier(recipe.model, data.labels)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is not None and recipe.data.max_length > limit:
+        raise RecipeError(f"recipe field data.max_length is {recipe.data.max_length}, beyond the "
+                          f"{limit} positions of model {recipe.model}", f"set data.max_length <= {limit}")
+    teacher = load_teacher(recipe.distillation.teacher, model.config) if recipe.distillation.teacher else None
     args = training_arguments(recipe, work, progress)
     Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
     dist = args.distributed_state  # set up by args.world_size above; one rank of N under torchrun
@@ -169,7 +185,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     hf_logging.set_verbosity_warning()
     try:
         trainer = build_trainer(recipe, args, model, tokenizer, train_ds, eval_ds,
-                                [callback, *extra_callbacks])
+                                [callback, *extra_callbacks], teacher=teacher)
         result = trainer.train(resume_from_checkpoint=last)
         done = callback.evaluations[-1] if callback.evaluations else None
         if done is None or done["step"] != trainer.state.global_step:
@@ -185,10 +201,10 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         total_steps=trainer.state.max_steps, global_sparsity=sparsity["global"],
         per_layer_sparsity=sparsity["per_layer"], heads_pruned=sparsity["heads_pruned"],
         neurons_pruned=sparsity["neurons_pruned"], nm=sparsity["nm"], history=pruner.history,
-        metrics={"eval_accuracy": final["accuracy"],
+        metrics={"eval_accuracy": final["accuracy"], **_teacher_accuracy(trainer, tokenizer, data, max_length),
                  "train_loss": result.training_loss, "train_examples": len(data.train.texts),
                  "eval_examples": len(data.eval.texts), "evaluations": callback.evaluations},
-        max_length=max_length,
+        max_length=max_length, labels=list(data.labels), raw_labels=list(data.raw_labels),
     )
     if trainer.is_world_process_zero():
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -206,3 +222,29 @@ def _final_eval(trainer, callback) -> dict[str, Any]:
     callback.evaluations.pop()  # on_evaluate logged it; it is re-added marked as final
     return {"epoch": trainer.state.epoch, "step": trainer.state.global_step,
             "accuracy": metrics.get("eval_accuracy"), "sparsity": round(callback.pruner.report()["global"], 4)}
+
+
+def _teacher_accuracy(trainer, tokenizer, data, max_length: int) -> dict[str, Any]:
+    """The dense teacher's dev accuracy: the reference that gate's max_accuracy_drop is measured against."""
+    teacher = getattr(trainer, "teacher", None)
+    if teacher is None:
+        return {}
+    from .evaluate import torch_accuracy
+
+    acc = torch_accuracy(teacher, tokenizer, data.eval.texts, data.ids(data.eval), max_length)
+    return {"dense_accuracy": acc, "dense_accuracy_source": "distillation teacher"}
+
+
+def last_resumable_checkpoint(work: Path, needs_pruner: bool) -> str | None:
+    """The newest Trainer checkpoint that is complete: a kill between the Trainer's save and the
+    pruner's (or a rotated-away folder) must not resume with the masks silently lost."""
+    from .pruner import STATE_JSON
+
+    if not Path(work).is_dir():
+        return None
+    candidates = sorted((p for p in Path(work).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                        key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for folder in candidates:
+        if (folder / "trainer_state.json").is_file() and (not needs_pruner or (folder / STATE_JSON).is_file()):
+            return str(folder)
+    return None

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -27,3 +28,28 @@ def test_training_with_a_teacher_changes_the_result(tiny_model_dir, tiny_data_di
     a, b = read_pruning_state(plain), read_pruning_state(distilled)
     assert b.recipe["distillation"]["teacher"] == str(plain)
     assert a.metrics["train_loss"] != b.metrics["train_loss"]
+
+
+def test_teacher_must_be_a_classifier_over_the_same_labels(tiny_model_dir, tiny_data_dir, tmp_path):
+    from edgeprune.errors import ModelError
+    from conftest import tiny_bert, tiny_tokenizer
+
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["data"]["label_names"] = ["neg", "pos"]
+    teacher = tmp_path / "teacher"
+    tiny_bert().save_pretrained(teacher)  # labels l0/l1, not neg/pos
+    tiny_tokenizer().save_pretrained(teacher)
+    raw["distillation"] = {"teacher": str(teacher)}
+    with pytest.raises(ModelError, match="labels"):
+        train(recipe_from_dict(raw), tmp_path / "student", progress=False)
+    assert not (tmp_path / "student").exists()
+
+
+def test_dense_accuracy_of_the_teacher_is_recorded(tiny_model_dir, tiny_data_dir, tmp_path):
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    plain = train(recipe_from_dict({**raw, "pruning": []}), tmp_path / "dense", progress=False)
+    raw["distillation"] = {"teacher": str(plain)}
+    state = read_pruning_state(train(recipe_from_dict(raw), tmp_path / "student", progress=False))
+    assert state.metrics["dense_accuracy"] == read_pruning_state(plain).metrics["eval_accuracy"]
+    assert state.labels == ["0", "1"]  # no data.label_names: the raw values name the classes
+    assert state.raw_labels == ["0", "1"]

@@ -38,6 +38,7 @@ def test_weights_and_optimizer_state_stay_zero_after_steps():
                                  "start": 0, "end": 0}), total_steps=10)
     pruner.update(0)
     pruner.apply()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
     opt = train_steps(model, pruner, 10)
     params = dict(model.named_parameters())
     assert pruner.masks
@@ -45,8 +46,25 @@ def test_weights_and_optimizer_state_stay_zero_after_steps():
         assert params[name][~mask].abs().max() == 0
         state = opt.state[params[name]]
         assert state["exp_avg"][~mask].abs().max() == 0
-        # the unpruned weights did move
+        assert not torch.equal(params[name][mask], before[name][mask]), "live weights still train"
     assert abs(pruner.report()["global"] - 0.7) < 0.01
+
+
+def test_gradient_hooks_mask_before_clipping():
+    model = tiny_bert().train()
+    pruner = Pruner(model, mods({"kind": "magnitude", "final_sparsity": 0.5, "schedule": "oneshot",
+                                 "start": 0, "end": 0, "params": [QKV]}), total_steps=4)
+    pruner.update(0)
+    pruner.attach_gradient_masks()
+    model(input_ids=torch.randint(5, 64, (4, 12)), labels=torch.randint(0, 2, (4,))).loss.backward()
+    params = dict(model.named_parameters())
+    for name, mask in pruner.masks.items():
+        assert params[name].grad[~mask].abs().max() == 0 and params[name].grad[mask].abs().max() > 0
+    pruner.detach_gradient_masks()
+    model.zero_grad()
+    model(input_ids=torch.randint(5, 64, (4, 12)), labels=torch.randint(0, 2, (4,))).loss.backward()
+    name, mask = next(iter(pruner.masks.items()))
+    assert params[name].grad[~mask].abs().max() > 0
 
 
 def test_without_reapplying_momentum_would_revive_weights():

@@ -150,3 +150,74 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
 def test_resume_without_an_interrupted_run_is_an_error(tiny_recipe, tmp_path, capsys):
     assert main(["train", str(tiny_recipe), "-o", str(tmp_path / "x"), "--resume", "--no-progress"]) == 2
     assert "no interrupted run" in capsys.readouterr().err
+
+
+def test_resume_skips_a_checkpoint_without_pruner_state(tiny_model_dir, tiny_data_dir, tmp_path):
+    """A kill between the Trainer's save and the pruner's must not resume with the masks lost."""
+    import shutil
+
+    from edgeprune.train import last_resumable_checkpoint
+
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_model_dir, tiny_data_dir))
+    killed = tmp_path / "killed"
+    with pytest.raises(_Kill):
+        train(recipe, killed, progress=False, extra_callbacks=[_killer(10)])  # saves at 4 and 8
+    work = work_dir_for(killed)
+    (work / "checkpoint-8" / "pruner_state.json").unlink()
+    assert last_resumable_checkpoint(work, needs_pruner=True).endswith("checkpoint-4")
+    assert last_resumable_checkpoint(work, needs_pruner=False).endswith("checkpoint-8")
+    shutil.rmtree(work / "checkpoint-4")
+    with pytest.raises(Exception, match="no interrupted run"):
+        train(recipe, killed, resume=True, progress=False)
+
+
+def test_callback_refuses_to_resume_without_pruner_state(tiny_model_dir, tiny_data_dir, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from edgeprune.callback import GradualPruningCallback
+    from edgeprune.checkpoint import CheckpointError
+    from edgeprune.data import load_examples, tokenize
+    from edgeprune.models import load_classifier
+
+    recipe = recipe_from_dict(tiny_recipe_dict(tiny_model_dir, tiny_data_dir))
+    data = load_examples(recipe.data)
+    model, tok = load_classifier(str(tiny_model_dir), data.labels)
+    ds = tokenize(data.train, data.ids(data.train), tok, 16)
+    args = TrainingArguments(output_dir=str(tmp_path / "w"), max_steps=4, save_steps=2, report_to=[],
+                             per_device_train_batch_size=8, use_cpu=True, disable_tqdm=True)
+    from transformers import DataCollatorWithPadding
+
+    Trainer(model=model, args=args, train_dataset=ds, data_collator=DataCollatorWithPadding(tok)).train()
+    pruning = GradualPruningCallback(recipe.pruning)
+    args2 = TrainingArguments(output_dir=str(tmp_path / "w"), max_steps=8, save_steps=2, report_to=[],
+                              per_device_train_batch_size=8, use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args2, train_dataset=ds, data_collator=DataCollatorWithPadding(tok),
+                      callbacks=[pruning])
+    with pytest.raises(CheckpointError, match="no pruner state"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "w" / "checkpoint-4"))
+
+
+def test_recipe_checks_that_need_the_model(tiny_model_dir, tiny_data_dir, tmp_path):
+    from edgeprune.errors import RecipeError
+
+    base = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    too_long = recipe_from_dict({**base, "data": {**base["data"], "max_length": 512}})
+    with pytest.raises(RecipeError, match="max_position_embeddings|64 positions"):
+        train(too_long, tmp_path / "a", progress=False)
+    late = recipe_from_dict({**base, "pruning": [{"start": 0, "end": 50, "frequency": 5}]})
+    with pytest.raises(RecipeError, match="run has only 12 steps"):
+        train(late, tmp_path / "b", progress=False)
+    reserved = recipe_from_dict({**base, "training": {**base["training"], "output_dir": "/tmp/x"}})
+    with pytest.raises(RecipeError, match="training.output_dir is managed by edgeprune"):
+        train(reserved, tmp_path / "c", progress=False)
+    ignored = recipe_from_dict({**base, "pruning": [{"params": ["re:.*query$"], "scope": "local",
+                                                     "sparsity_overrides": {"re:.*key$": 0.9}}]})
+    with pytest.raises(RecipeError, match="sparsity_overrides"):
+        train(ignored, tmp_path / "d", progress=False)
+    for name in "abcd":
+        assert not (tmp_path / name).exists() and not work_dir_for(tmp_path / name).exists()
+
+
+def test_bad_set_value_is_a_recipe_error(tiny_recipe, tmp_path, capsys):
+    assert main(["train", str(tiny_recipe), "-o", str(tmp_path / "x"), "--set", "model=["]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
