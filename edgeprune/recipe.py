@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,8 +138,6 @@ class ModifierConfig:
             _check(self.kind == "magnitude", f"{where}.sparsity_overrides", "only applies to kind: magnitude")
         for p in [*self.params, *self.ignore, *self.sparsity_overrides]:
             if p.startswith("re:"):
-                import re
-
                 try:
                     re.compile(p[3:])
                 except re.error as exc:
@@ -352,6 +351,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                               f"write {where} as key: value pairs")
         return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if hint is float:
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads 5e-5 (no dot) as a string; it is plainly a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _type_error(where, "a number", value)
         return float(value)
@@ -368,6 +369,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise _type_error(where, "true or false", value)
         return value
     return value
+
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _type_error(where: str, wanted: str, value: Any) -> RecipeError:

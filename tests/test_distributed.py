@@ -22,6 +22,7 @@ def _free_port() -> int:
 def test_two_ranks_end_with_identical_masks_and_one_writer(tiny_model_dir, tiny_data_dir, tmp_path):
     raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
     raw["pruning"][0]["score"] = "taylor"  # gradient-based scores: the case most likely to drift
+    raw["pruning"][2]["end"] = 6  # 2 ranks halve the steps of one epoch
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(raw))
     out, records = tmp_path / "ck", tmp_path / "records"

@@ -72,3 +72,10 @@ def test_hash_ignores_key_order_and_changes_with_content():
     b = recipe_from_dict({"training": {"batch_size": 8, "epochs": 1}})
     c = recipe_from_dict({"training": {"batch_size": 8, "epochs": 2}})
     assert a.sha256() == b.sha256() != c.sha256()
+
+
+def test_exponent_without_dot_is_a_number_not_a_string(tmp_path):
+    (tmp_path / "r.yaml").write_text("training:\n  learning_rate: 5e-5\n")
+    assert load_recipe(tmp_path / "r.yaml").training.learning_rate == 5e-5
+    with pytest.raises(RecipeError, match="training.learning_rate must be a number"):
+        recipe_from_dict({"training": {"learning_rate": "fast"}})
