@@ -20,6 +20,7 @@ from .errors import RecipeError
 from .hashing import sha256_json
 
 EMBEDDED_MODELS = {"embedded:minilm-l6"}
+DENSE_TEACHER = "dense"  # distillation.teacher keyword: train the dense reference first
 SCHEDULES = ("cubic", "smoothstep", "linear", "exponential", "oneshot")
 KINDS = ("magnitude", "nm", "heads", "neurons")
 SCORES = ("magnitude", "taylor")
@@ -147,13 +148,22 @@ class ModifierConfig:
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """Optional dense teacher: loss = alpha * KL(T) * T^2 + (1 - alpha) * cross-entropy."""
+    """Optional dense teacher: loss = alpha * KL(T) * T^2 + (1 - alpha) * cross-entropy.
+
+    `teacher: dense` builds the teacher first: the same recipe with no pruning and no distillation,
+    trained into `CHECKPOINT.teacher` beside the output (reused while its recipe is unchanged). It is
+    also the dense reference that bench and gate measure the accuracy drop against. `init_student`
+    starts the student from the teacher's fine-tuned weights, so pruning begins from a converged model.
+    """
 
     teacher: str | None = None
     alpha: float = 0.5
     temperature: float = 2.0
+    init_student: bool = False
 
     def __post_init__(self):
+        _check(not self.init_student or bool(self.teacher), "distillation.init_student",
+               "needs distillation.teacher (e.g. teacher: dense)")
         _check(0.0 <= self.alpha <= 1.0, "distillation.alpha", f"must be in [0, 1], got {self.alpha}")
         _check(self.temperature > 0, "distillation.temperature", f"must be > 0, got {self.temperature}")
 
@@ -182,6 +192,10 @@ class Recipe:
 
     def without_pruning(self) -> "Recipe":
         return dataclasses.replace(self, pruning=[])
+
+    def dense_reference(self) -> "Recipe":
+        """The same model, data and training budget with no pruning and no teacher."""
+        return dataclasses.replace(self, pruning=[], distillation=DistillationConfig())
 
 
 # --- building from YAML / mappings -------------------------------------------------------------------
@@ -222,7 +236,7 @@ def recipe_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     training = _build(TrainingConfig, raw.pop("training", {}) or {}, "training", extra_ok=True)
     distillation_raw = raw.pop("distillation", {}) or {}
     distillation = _build(DistillationConfig, distillation_raw, "distillation")
-    if distillation.teacher and base_dir is not None:
+    if distillation.teacher and distillation.teacher != DENSE_TEACHER and base_dir is not None:
         distillation = dataclasses.replace(distillation, teacher=resolve_local(distillation.teacher, base_dir))
     if raw:
         _unknown(sorted(raw)[0], [f.name for f in dataclasses.fields(Recipe) if f.name != "source"], "")

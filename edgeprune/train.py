@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 from .atomic import atomic_dir, check_output_free
 from .checkpoint import PruningState, save_checkpoint
 from .errors import CheckpointError, OutputExistsError, RecipeError
-from .recipe import Recipe
+from .recipe import DENSE_TEACHER, Recipe
 
 WORK_RECIPE = "edgeprune_recipe.json"
 # TrainingArguments that the checkpoint layout, resume and the pruner depend on: not user-settable
@@ -155,12 +155,16 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
                                 "pass --resume to continue it, or --overwrite to start over")
 
     data = load_examples(recipe.data, seed=recipe.training.seed)
-    model, tokenizer = load_classifier(recipe.model, data.labels)
+    teacher_path = recipe.distillation.teacher
+    if teacher_path == DENSE_TEACHER:
+        teacher_path = str(ensure_dense_teacher(recipe, teacher_dir_for(out_dir), progress, say))
+    model, tokenizer = load_classifier(teacher_path if recipe.distillation.init_student else recipe.model,
+                                       data.labels)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and recipe.data.max_length > limit:
         raise RecipeError(f"recipe field data.max_length is {recipe.data.max_length}, beyond the "
                           f"{limit} positions of model {recipe.model}", f"set data.max_length <= {limit}")
-    teacher = load_teacher(recipe.distillation.teacher, model.config) if recipe.distillation.teacher else None
+    teacher = load_teacher(teacher_path, model.config) if teacher_path else None
     args = training_arguments(recipe, work, progress)
     Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
     dist = args.distributed_state  # set up by args.world_size above; one rank of N under torchrun
@@ -201,7 +205,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         total_steps=trainer.state.max_steps, global_sparsity=sparsity["global"],
         per_layer_sparsity=sparsity["per_layer"], heads_pruned=sparsity["heads_pruned"],
         neurons_pruned=sparsity["neurons_pruned"], nm=sparsity["nm"], history=pruner.history,
-        metrics={"eval_accuracy": final["accuracy"], **_teacher_accuracy(trainer, tokenizer, data, max_length),
+        metrics={"eval_accuracy": final["accuracy"],
+                 **_teacher_accuracy(trainer, tokenizer, data, max_length, teacher_path),
                  "train_loss": result.training_loss, "train_examples": len(data.train.texts),
                  "eval_examples": len(data.eval.texts), "evaluations": callback.evaluations},
         max_length=max_length, labels=list(data.labels), raw_labels=list(data.raw_labels),
@@ -224,7 +229,7 @@ def _final_eval(trainer, callback) -> dict[str, Any]:
             "accuracy": metrics.get("eval_accuracy"), "sparsity": round(callback.pruner.report()["global"], 4)}
 
 
-def _teacher_accuracy(trainer, tokenizer, data, max_length: int) -> dict[str, Any]:
+def _teacher_accuracy(trainer, tokenizer, data, max_length: int, teacher_path: str | None) -> dict[str, Any]:
     """The dense teacher's dev accuracy: the reference that gate's max_accuracy_drop is measured against."""
     teacher = getattr(trainer, "teacher", None)
     if teacher is None:
@@ -232,7 +237,28 @@ def _teacher_accuracy(trainer, tokenizer, data, max_length: int) -> dict[str, An
     from .evaluate import torch_accuracy
 
     acc = torch_accuracy(teacher, tokenizer, data.eval.texts, data.ids(data.eval), max_length)
-    return {"dense_accuracy": acc, "dense_accuracy_source": "distillation teacher"}
+    return {"dense_accuracy": acc, "dense_accuracy_source": "distillation teacher",
+            "dense_checkpoint": teacher_path}
+
+
+def teacher_dir_for(out_dir: Path) -> Path:
+    out_dir = Path(out_dir).resolve()
+    return out_dir.parent / f"{out_dir.name}.teacher"
+
+
+def ensure_dense_teacher(recipe: Recipe, folder: Path, progress: bool, say: Callable[[str], None]) -> Path:
+    """Train (or reuse, or resume) the dense reference of `recipe` in `folder`."""
+    from .checkpoint import read_pruning_state
+
+    dense = recipe.dense_reference()
+    if (folder / "pruning_state.json").is_file() and read_pruning_state(folder).recipe_sha256 == dense.sha256():
+        say(f"teacher: reusing the dense reference in {folder}")
+        return folder
+    work = work_dir_for(folder)
+    saved = json.loads((work / WORK_RECIPE).read_text()) if (work / WORK_RECIPE).is_file() else {}
+    resume = saved.get("sha256") == dense.sha256() and last_resumable_checkpoint(work, False) is not None
+    say(f"teacher: {'resuming' if resume else 'training'} the dense reference into {folder}")
+    return train(dense, folder, resume=resume, overwrite=True, progress=progress, report=say)
 
 
 def last_resumable_checkpoint(work: Path, needs_pruner: bool) -> str | None:

@@ -53,3 +53,27 @@ def test_dense_accuracy_of_the_teacher_is_recorded(tiny_model_dir, tiny_data_dir
     assert state.metrics["dense_accuracy"] == read_pruning_state(plain).metrics["eval_accuracy"]
     assert state.labels == ["0", "1"]  # no data.label_names: the raw values name the classes
     assert state.raw_labels == ["0", "1"]
+
+
+def test_teacher_dense_is_built_first_reused_and_can_seed_the_student(tiny_model_dir, tiny_data_dir, tmp_path):
+    from edgeprune.train import teacher_dir_for
+
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["distillation"] = {"teacher": "dense", "alpha": 0.5, "init_student": True}
+    out = train(recipe_from_dict(raw), tmp_path / "student", progress=False)
+    teacher = teacher_dir_for(out)
+    dense_state = read_pruning_state(teacher)
+    assert dense_state.global_sparsity == 0 and dense_state.recipe["pruning"] == []
+    student = read_pruning_state(out)
+    assert student.metrics["dense_checkpoint"] == str(teacher)
+    assert student.metrics["dense_accuracy"] == dense_state.metrics["eval_accuracy"]
+    stamp = (teacher / "model.safetensors").stat().st_mtime_ns
+    train(recipe_from_dict(raw), tmp_path / "student", overwrite=True, progress=False)
+    assert (teacher / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
+
+
+def test_init_student_needs_a_teacher():
+    from edgeprune.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="distillation.init_student"):
+        recipe_from_dict({"distillation": {"init_student": True}})
