@@ -1,0 +1,190 @@
+"""benchmarks/kiosk.py end to end on tiny models: every row and column, the ratio maths, the bar checks,
+the outputs; and the recipes it derives (dense reference, unstructured-sparse) and their reuse."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from bench_fixtures import build_tiny_bundle
+from conftest import tiny_recipe_dict
+from convert_fixtures import make_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("kiosk_benchmark", ROOT / "benchmarks" / "kiosk.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+kiosk = _load_script()
+
+COLUMNS = {"name", "description", "role", "source", "available", "reason", "accuracy", "accuracy_delta_vs_dense",
+           "latency_ms", "throughput_per_s", "peak_rss_mb", "torch_imported", "bundle_mb", "model_onnx_mb",
+           "format", "quantization", "global_sparsity", "vs_ort_fp32_dense", "notes"}
+RUNS = 12
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """One CLI run over tiny prebuilt models (no training): dense checkpoint, kiosk run folder, an
+    unstructured checkpoint that the script converts (csr + int8), and one extra step bundle."""
+    root = tmp_path_factory.mktemp("kiosk")
+    structured_ck, bundle, data = build_tiny_bundle(root)
+    run_out = root / "run"  # an `edgeprune run` OUT folder layout
+    run_out.mkdir()
+    bundle.rename(run_out / "bundle")
+    dense = make_checkpoint(root / "dense", data_dir=data)
+    layer = "bert.encoder.layer.{}.{}.weight"
+    unstructured = make_checkpoint(root / "unstructured-ck", data_dir=data, magnitude={
+        layer.format(i, part): 0.5 for i in (0, 1) for part in ("intermediate.dense", "output.dense")})
+    recipe = root / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"model": str(dense), "data": {"path": str(data), "max_length": 32}}))
+    out = root / "results"
+    os.environ.pop("EDGEPRUNE_DEEPSPARSE_PYTHON", None)
+    code = kiosk.main(["--recipe", str(recipe), "--work", str(root / "work"), "--dense-checkpoint", str(dense),
+                       "--kiosk-out", str(run_out), "--unstructured-out", str(unstructured),
+                       "--extra", f"step-structured={run_out / 'bundle'}", "--runs", str(RUNS), "--warmup", "2",
+                       "--chunk", "5", "--out", str(out)])
+    return code, out, json.loads((out / "kiosk.json").read_text())
+
+
+def test_every_row_and_column(measured):
+    code, out, result = measured
+    assert code in (0, 1)  # the bar's verdict; tiny random models need not pass it
+    assert {p.name for p in out.iterdir()} == {"kiosk.json", "kiosk.md", "kiosk.png"}
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["pytorch-eager", "ort-fp32-dense", "ort-int8-dense", "kiosk-bundle", "unstructured-sparse",
+                     "step-structured", "deepsparse-sparse"]
+    for row in result["rows"]:
+        assert set(row) == COLUMNS, row["name"]
+        if not row["available"]:
+            assert row["name"] == "deepsparse-sparse" and row["reason"]
+            continue
+        lat = row["latency_ms"]
+        assert lat["runs"] == RUNS and lat["batch_size"] == 1 and lat["sequence_length"] == 32
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        assert 0 <= row["accuracy"] <= 1 and row["peak_rss_mb"] > 10
+    by = {r["name"]: r for r in result["rows"]}
+    assert by["pytorch-eager"]["bundle_mb"] is None and by["ort-fp32-dense"]["bundle_mb"] > 0
+    assert by["kiosk-bundle"]["torch_imported"] is False and by["pytorch-eager"]["torch_imported"] is True
+    assert by["unstructured-sparse"]["format"] == "csr" and by["unstructured-sparse"]["quantization"] == "int8-dynamic"
+    assert (Path(result["inputs"]["unstructured_bundle"]) / "manifest.json").is_file()
+    assert result["workload"]["threads"] == 2 and result["workload"]["interleaved"] is True
+    assert result["data"]["examples"] == 12 and result["host"]["host_id"] and result["created"]
+
+
+def test_ratio_maths(measured):
+    _, _, result = measured
+    by = {r["name"]: r for r in result["rows"]}
+    fp32 = by["ort-fp32-dense"]
+    dense_acc = by["pytorch-eager"]["accuracy"]
+    assert result["dense_accuracy"] == dense_acc
+    for row in result["rows"]:
+        if not row["available"]:
+            continue
+        r = row["vs_ort_fp32_dense"]
+        for q in ("p50", "p95", "p99"):
+            assert r[f"speedup_{q}"] == pytest.approx(fp32["latency_ms"][q] / row["latency_ms"][q])
+        assert r["rss_ratio"] == pytest.approx(row["peak_rss_mb"] / fp32["peak_rss_mb"])
+        if row["bundle_mb"] is not None:
+            assert r["size_ratio"] == pytest.approx(row["bundle_mb"] / fp32["bundle_mb"])
+            assert r["size_ratio_vs_fp32_onnx"] == pytest.approx(row["bundle_mb"] / fp32["model_onnx_mb"])
+        assert row["accuracy_delta_vs_dense"] == pytest.approx(row["accuracy"] - dense_acc)
+    assert fp32["vs_ort_fp32_dense"]["speedup_p95"] == pytest.approx(1.0)
+
+
+def test_bar_checks(measured):
+    code, out, result = measured
+    k = next(r for r in result["rows"] if r["name"] == "kiosk-bundle")
+    checks = {c["check"]: c for c in result["bar"]}
+    assert len(checks) == 6
+    acc = checks["kiosk dev accuracy >= 0.90"]
+    assert acc["value"] == k["accuracy"] and acc["passed"] == (k["accuracy"] >= 0.90)
+    drop = checks["at most 1 point below the dense fine-tuned reference"]
+    assert drop["value"] == pytest.approx(result["dense_accuracy"] - k["accuracy"])
+    speed = checks["p95 >= 4x faster than ORT fp32 dense"]
+    assert speed["value"] == k["vs_ort_fp32_dense"]["speedup_p95"] and speed["passed"] == (speed["value"] >= 4)
+    size = checks["bundle <= 1/8 of the dense fp32 ONNX's bytes"]
+    assert size["limit"] == pytest.approx(0.125) and size["passed"] == (size["value"] <= 0.125)
+    rss = checks["peak RSS <= 1/3 of ORT fp32 dense's"]
+    assert rss["value"] == k["vs_ort_fp32_dense"]["rss_ratio"]
+    ds = checks["faster than DeepSparse's best sparse model"]
+    ds_row = next(r for r in result["rows"] if r["name"] == "deepsparse-sparse")
+    if not ds_row["available"]:
+        assert ds["status"] == "not measured" and ds["reason"] == ds_row["reason"]
+    measured_checks = [c for c in result["bar"] if c["passed"] is not None]
+    assert result["bar_passed"] == all(c["passed"] for c in measured_checks)
+    assert code == (0 if result["bar_passed"] else 1)
+    md = (out / "kiosk.md").read_text()
+    assert "| model | dev accuracy | p50 / p95 / p99 ms | x ORT fp32 dense (p95) | bundle MB | peak RSS MB |" in md
+    assert "kiosk-bundle" in md and "## steps" in md and "step-structured" in md
+    steps = {s["name"] for s in result["steps"]}
+    assert steps == {"kiosk-bundle", "step-structured"}
+
+
+def test_derived_recipes(tiny_model_dir, tiny_data_dir):
+    from edgeprune.recipe import recipe_from_dict
+
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["distillation"] = {"teacher": str(tiny_model_dir), "alpha": 0.3}
+    recipe = recipe_from_dict(raw)
+    dense = kiosk.dense_recipe(recipe)
+    assert dense.pruning == [] and dense.distillation.teacher is None
+    assert dense.training == recipe.training and dense.data == recipe.data and dense.model == recipe.model
+    un = kiosk.unstructured_recipe(recipe, 0.8)
+    (mod,) = un.pruning
+    magnitude = recipe.pruning[2]
+    assert mod.kind == "magnitude" and mod.scope == "global" and mod.final_sparsity == 0.8
+    assert mod.params == magnitude.params and (mod.start, mod.end) == (magnitude.start, magnitude.end)
+    assert un.distillation == recipe.distillation and un.training == recipe.training
+    bare = kiosk.unstructured_recipe(recipe.without_pruning(), 0.7)
+    assert bare.pruning[0].params == [] and bare.pruning[0].final_sparsity == 0.7  # every encoder Linear
+
+
+def test_checkpoint_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
+    from edgeprune.recipe import recipe_from_dict
+
+    ck = make_checkpoint(tmp_path / "ck")
+    recorded = json.loads((ck / "pruning_state.json").read_text())["recipe"]
+    recipe = recipe_from_dict(recorded)
+    state = json.loads((ck / "pruning_state.json").read_text())
+    state["recipe_sha256"] = recipe.sha256()
+    (ck / "pruning_state.json").write_text(json.dumps(state))
+    trained = []
+    monkeypatch.setattr("edgeprune.train.train", lambda r, out, **kw: trained.append(out))
+    assert kiosk.ensure_checkpoint(recipe, ck, "dense") == ck and trained == []
+    other = kiosk.unstructured_recipe(recipe, 0.5)
+    kiosk.ensure_checkpoint(other, ck, "unstructured")
+    assert trained == [ck]
+
+
+def test_deepsparse_absence_is_explained(monkeypatch):
+    monkeypatch.delenv("EDGEPRUNE_DEEPSPARSE_PYTHON", raising=False)
+    if importlib.util.find_spec("deepsparse") is not None:
+        pytest.skip("deepsparse imports here")
+    python, why = kiosk.deepsparse_python(None)
+    assert python is None and "onnx<1.15" in why and "--deepsparse-python" in why
+
+
+def test_interleaving_visits_models_in_turn():
+    order = []
+
+    def timer(name):
+        def run(n, warmup):
+            order.append((name, n, warmup))
+            return [1.0] * n
+        return run
+
+    samples = kiosk.interleaved_latency({"a": timer("a"), "b": timer("b")}, runs=7, warmup=3, chunk=3)
+    assert order == [("a", 3, 3), ("b", 3, 3), ("a", 3, 0), ("b", 3, 0), ("a", 1, 0), ("b", 1, 0)]
+    assert {k: len(v) for k, v in samples.items()} == {"a": 7, "b": 7}
