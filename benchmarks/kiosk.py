@@ -495,7 +495,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             reason = "see the DeepSparse row"
         status = c["status"] + (f" ({reason})" if reason else "")
         lines.append(f"| {c['check']} | {_fmt(c['value'])} | {_fmt(c['limit'])} | {status} |")
-    lines += ["", f"**bar: {'PASS' if result['bar_passed'] else 'FAIL'}** (every measured check passes; "
+    lines += ["", f"**bar: {'PASS' if result['bar_passed'] else 'FAIL'}** (PASS = every measured check passes; "
                   "a check not measured is listed, not counted)"]
     if result["steps"]:
         lines += ["", "## steps", "", "| step | dev accuracy | vs dense | x ORT fp32 dense (p95) | bundle MB | "
