@@ -5,10 +5,12 @@ Each stage's record lives in `OUT/.edgeprune-run/<stage>.json`: the sha256 of it
 of the output it produced. A stage is up to date when its output exists, the output's current identity is
 the recorded one (nobody replaced or edited it), and the inputs hash the same as then:
 
-- train:   the recipe (after --set overrides)                    -> checkpoint: hash of its file tree
+- train:   the recipe (after --set overrides), the bytes of its local train/eval split files, of a local
+           model folder and of a local teacher folder (file-tree hashes), the edgeprune version
+                                                                   -> checkpoint: `checkpoint_identity`
 - convert: the checkpoint's identity, the profile's CONVERT_FIELDS         -> bundle: `bundle_digest`
-- bench:   the bundle digest, the profile's measurement fields, the eval data file, this host, settings
-                                                                   -> report: hash of report.json
+- bench:   the bundle digest, the profile's measurement fields, the eval data file, the dense reference
+           (the recipe's distillation teacher), this host, settings -> report: hash of report.json
 Gate always runs (it is cheap and its budgets may have changed); the exit code is the gate's.
 
 Records are kept beside the outputs, not inside them, so they never change a checkpoint's file tree
@@ -35,7 +37,19 @@ STAGE_DIRS = {"train": "checkpoint", "convert": "bundle", "bench": "report"}
 
 
 def checkpoint_identity(path: Path) -> str:
+    """A checkpoint's identity: the hash of its file tree (every file's path, sha256 and size). Convert
+    records it in the manifest as source.checkpoint_sha256."""
     return sha256_json(sha256_tree(path))
+
+
+def folder_identity(spec: str | None) -> dict[str, Any]:
+    """A model/teacher spec for up-to-date checks: a local folder by its file tree, anything else (a hub
+    id, embedded:...) by its name."""
+    if not spec:
+        return {"spec": None}
+    if Path(spec).is_dir():
+        return {"folder": str(Path(spec).resolve()), "sha256": checkpoint_identity(Path(spec))}
+    return {"spec": spec}
 
 
 def bundle_identity(path: Path) -> str:
@@ -65,10 +79,10 @@ def _convert(checkpoint: Path, out: Path, target) -> None:
     convert_checkpoint(checkpoint, out, target=target, overwrite=True)
 
 
-def _bench(bundle: Path, target, out: Path, data_dir: Path | None, settings) -> None:
+def _bench(bundle: Path, target, out: Path, data_dir: Path | None, settings, dense: Path | None = None) -> None:
     from .bench.benchmark import benchmark
 
-    benchmark(bundle, target, out, data_dir=data_dir, overwrite=True, settings=settings)
+    benchmark(bundle, target, out, data_dir=data_dir, dense_checkpoint=dense, overwrite=True, settings=settings)
 
 
 # the stage functions, looked up at call time (tests swap in tiny ones)
@@ -139,13 +153,49 @@ class Chain:
         return self.record(stage)["output"]  # the output's identity: an input of the next stage
 
 
-def _data_fingerprint(folder: Path | None) -> dict[str, Any]:
+def _data_fingerprint(recipe: dict[str, Any], folder: Path | None) -> dict[str, Any]:
+    """The eval split file bench will score on (the recipe's data.eval_split in `folder`), by content."""
     from .data_files import find_split
+    from .eval_data import data_section
 
     if folder is None or not Path(folder).is_dir():
         return {"folder": str(folder) if folder else None}
-    file = find_split(Path(folder), "dev")
-    return {"file": str(file.resolve()), "sha256": sha256_file(file)}
+    data = data_section(recipe)
+    file = find_split(Path(folder), data.get("eval_split") or "dev")
+    return {"file": str(file.resolve()), "sha256": sha256_file(file), "eval_limit": data.get("eval_limit")}
+
+
+def dense_reference(checkpoint: Path, teacher: str | None) -> Path | None:
+    """The dense model bench compares against: the teacher train used (recorded in the checkpoint's
+    metrics.dense_checkpoint; `teacher: dense` trains one beside the checkpoint), else the recipe's teacher
+    when it is a local folder. A hub teacher gives None: bench then uses the accuracy train recorded."""
+    from .checkpoint import read_pruning_state
+    from .errors import CheckpointError
+
+    try:
+        recorded = read_pruning_state(checkpoint).metrics.get("dense_checkpoint")
+    except CheckpointError:
+        recorded = None
+    for candidate in (recorded, teacher):
+        if isinstance(candidate, str) and candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def train_inputs(recipe) -> dict[str, Any]:
+    """What a checkpoint depends on: the recipe, the data and model/teacher bytes, edgeprune's version."""
+    from . import __version__
+    from .eval_data import split_files
+
+    recipe_dict = recipe.to_dict()
+    return {
+        "recipe_sha256": recipe.sha256(),
+        "data": {split: {"file": str(f.resolve()), "sha256": sha256_file(f)}
+                 for split, f in split_files(recipe_dict).items()},
+        "model": folder_identity(recipe.model),
+        "teacher": folder_identity(recipe.distillation.teacher),
+        "edgeprune_version": __version__,
+    }
 
 
 def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str] = (), overwrite: bool = False,
@@ -169,23 +219,24 @@ def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str]
     chain.records.mkdir(parents=True, exist_ok=True)
     result = ChainResult(out)
 
-    checkpoint_id = chain.do("train", {"recipe_sha256": recipe.sha256()},
-                             lambda dest: STAGES["train"](recipe, dest), result)
+    checkpoint_id = chain.do("train", train_inputs(recipe), lambda dest: STAGES["train"](recipe, dest), result)
     profile_dict = profile.to_dict()
     convert_target = {k: profile_dict[k] for k in CONVERT_FIELDS}  # budgets, workload, threads never change a bundle
     bundle_id = chain.do("convert", {"checkpoint": checkpoint_id, "target": convert_target,
                                      "format": None, "quantize": None},
                          lambda dest: STAGES["convert"](chain.path("train"), dest, profile), result)
     local_data = data_dir or (Path(recipe.data.path) if Path(recipe.data.path).is_dir() else None)
+    dense = dense_reference(chain.path("train"), recipe.distillation.teacher)
     bench_inputs = {
         "bundle": bundle_id,
         "target": {"name": profile.name, **{k: profile_dict[k] for k in MEASUREMENT_FIELDS}},
-        "data": _data_fingerprint(local_data),
+        "data": _data_fingerprint(recipe.to_dict(), local_data),
+        "dense_reference": folder_identity(str(dense) if dense else None),
         "host": detect_host().host_id,
         "settings": {"runs": settings.runs, "warmup": settings.warmup, "eval_limit": settings.eval_limit,
                      "baselines": settings.baselines},
     }
     chain.do("bench", bench_inputs,
-             lambda dest: STAGES["bench"](chain.path("convert"), profile, dest, data_dir, settings), result)
+             lambda dest: STAGES["bench"](chain.path("convert"), profile, dest, data_dir, settings, dense), result)
     result.verdict = gate_report_dir(chain.path("bench"), profile, chain.path("convert"))
     return result

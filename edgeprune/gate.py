@@ -134,7 +134,10 @@ def check_report(report: Any, profile: TargetProfile, where: str = "report") -> 
     for key in ("target", "host", "bundle", "metrics"):
         if not isinstance(report.get(key), dict):
             raise ReportError(f"{where} lacks its {key!r} section", "re-run `edgeprune bench`")
-    if report.get("schema_version", REPORT_SCHEMA_VERSION) > REPORT_SCHEMA_VERSION:
+    version = report.get("schema_version", REPORT_SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ReportError(f"{where} has schema version {version!r}, not a whole number", "re-run `edgeprune bench`")
+    if version > REPORT_SCHEMA_VERSION:
         raise ReportError(f"{where} has schema version {report['schema_version']}, newer than this edgeprune "
                           f"reads ({REPORT_SCHEMA_VERSION})", "upgrade edgeprune")
     name = report["target"].get("name")
@@ -142,12 +145,14 @@ def check_report(report: Any, profile: TargetProfile, where: str = "report") -> 
         raise ReportError(f"{where} was measured for target {name!r}, not {profile.name!r}",
                           f"bench the bundle for {profile.name} first, or gate with --target {name}")
     measured_with = report["target"].get("profile", {})
+    if not isinstance(measured_with, dict):
+        raise ReportError(f"{where}: target.profile is not an object", "re-run `edgeprune bench`")
     current = profile.to_dict()
     changed = [k for k in MEASUREMENT_FIELDS if k in measured_with and measured_with[k] != current[k]]
     if changed:
         raise ReportError(f"{where} was measured with other {', '.join(changed)} than target {profile.name} "
                           "now sets", "re-run `edgeprune bench` with the current profile")
-    if not report["bundle"].get("sha256"):
+    if not isinstance(report["bundle"].get("sha256"), str) or not report["bundle"]["sha256"]:
         raise ReportError(f"{where} does not name the bundle's sha256", "re-run `edgeprune bench`")
 
 

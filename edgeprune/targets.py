@@ -165,6 +165,10 @@ class TargetProfile:
             if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
                 raise _fail(where, list_name, f"must be a non-empty list, got {value!r}",
                             f'set {list_name} = ["..."]')
+            odd = [v for v in value if not isinstance(v, str)]
+            if odd:
+                raise _fail(where, list_name, f"must list names (strings), has {odd[0]!r}",
+                            f'set {list_name} = ["...", "..."]')
             if len(set(value)) != len(value):
                 raise _fail(where, list_name, f"lists a value twice: {list(value)}", "remove the repeat")
             object.__setattr__(self, list_name, tuple(value))

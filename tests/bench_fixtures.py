@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from convert_fixtures import make_checkpoint, write_data
+from convert_fixtures import make_checkpoint, make_model, make_tokenizer, write_data
 
 from edgeprune.host import HostInfo
 
@@ -69,3 +69,12 @@ def build_tiny_bundle(root: Path) -> tuple[Path, Path, Path]:
     checkpoint = make_checkpoint(root / "checkpoint", heads={0: [1]}, neurons={1: [0, 3, 5]}, data_dir=data)
     bundle = convert_checkpoint(checkpoint, root / "bundle", target="cpu-kiosk", progress=False)
     return checkpoint, Path(bundle), data
+
+
+def write_dense_reference(folder: Path, seed: int = 3) -> Path:
+    """A plain save_pretrained classifier (no masks, no pruning state): what a dense fine-tuned reference
+    or a distillation teacher looks like. Another seed than the pruned model, so its accuracy differs."""
+    tokenizer, vocab_size = make_tokenizer()
+    make_model(vocab_size, seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

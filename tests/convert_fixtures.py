@@ -147,8 +147,10 @@ def write_data(folder: Path) -> Path:
 
 def make_checkpoint(out: Path, *, heads: dict | None = None, neurons: dict | None = None,
                     magnitude: dict | None = None, nm: list[str] | None = None,
-                    data_dir: Path | None = None, seed: int = 0, layers: int = LAYERS) -> Path:
-    """Write a checkpoint: `heads` {layer: [head]}, `neurons` {layer: [idx]}, `magnitude` {param: s}."""
+                    data_dir: Path | None = None, seed: int = 0, layers: int = LAYERS,
+                    data_extra: dict | None = None, metrics: dict | None = None) -> Path:
+    """Write a checkpoint: `heads` {layer: [head]}, `neurons` {layer: [idx]}, `magnitude` {param: s};
+    `data_extra` adds recipe data keys (eval_split, eval_limit...), `metrics` goes into the state."""
     from edgeprune.checkpoint import PruningState, save_checkpoint
     from edgeprune.hashing import sha256_json
 
@@ -169,15 +171,74 @@ def make_checkpoint(out: Path, *, heads: dict | None = None, neurons: dict | Non
     zeros = sum(int((~v).sum()) for v in masks.values())
     data_dir = data_dir or write_data(Path(out).parent / f"{Path(out).name}-data")
     recipe = {"model": "tiny-bert", "data": {"path": str(data_dir), "text_column": "sentence",
-                                             "label_column": "label", "max_length": 32}}
+                                             "label_column": "label", "max_length": 32, **(data_extra or {})}}
     state = PruningState(
-        recipe=recipe, recipe_sha256=sha256_json(recipe), global_sparsity=zeros / total,
+        recipe=recipe, recipe_sha256=sha256_json(recipe), global_sparsity=zeros / total, metrics=dict(metrics or {}),
         per_layer_sparsity=per_layer,
         heads_pruned={str(k): sorted(v) for k, v in (heads or {}).items()},
         neurons_pruned={str(k): sorted(v) for k, v in (neurons or {}).items()},
         nm=[{"n": 2, "m": 4, "params": list(nm)}] if nm else [],
-        max_length=32,
+        max_length=32, labels=["negative", "positive"], raw_labels=["0", "1"],
     )
+    save_checkpoint(Path(out), model, tokenizer, masks, state)
+    return Path(out)
+
+
+def make_distilbert_checkpoint(out: Path, *, heads: dict | None = None, neurons: dict | None = None,
+                               data_dir: Path | None = None, seed: int = 0) -> Path:
+    """A tiny DistilBERT (dim 32, 2 layers, 4 heads, hidden_dim 37) checkpoint; `heads`/`neurons` are
+    zeroed through the layout map (q/k/v rows + biases, out_lin columns; lin1 row + bias, lin2 column)."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from edgeprune.checkpoint import PruningState, save_checkpoint
+    from edgeprune.hashing import sha256_json
+    from edgeprune.layout import encoder_layout
+
+    tokenizer, vocab_size = make_tokenizer()
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # DistilBERT takes no token types
+    torch.manual_seed(seed)
+    config = DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
+                              max_position_embeddings=64, num_labels=2,
+                              id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    model = DistilBertForSequenceClassification(config).eval()
+    modules = dict(model.named_modules())
+    masks: dict = {}
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(4.0)
+        layout = encoder_layout(model)
+        for layer, hs in (heads or {}).items():
+            lay = layout[layer]
+            for h in hs:
+                rows = slice(h * lay.head_dim, (h + 1) * lay.head_dim)
+                for name in lay.head_rows:
+                    m = masks.setdefault(f"{name}.weight", torch.ones_like(modules[name].weight, dtype=torch.bool))
+                    m[rows] = False
+                    modules[name].weight[rows] = 0
+                    modules[name].bias[rows] = 0
+                m = masks.setdefault(f"{lay.o}.weight", torch.ones_like(modules[lay.o].weight, dtype=torch.bool))
+                m[:, rows] = False
+                modules[lay.o].weight[:, rows] = 0
+        for layer, ns in (neurons or {}).items():
+            lay = layout[layer]
+            idx = torch.tensor(ns, dtype=torch.long)
+            m_in = masks.setdefault(f"{lay.ffn_in}.weight", torch.ones_like(modules[lay.ffn_in].weight, dtype=torch.bool))
+            m_out = masks.setdefault(f"{lay.ffn_out}.weight",
+                                     torch.ones_like(modules[lay.ffn_out].weight, dtype=torch.bool))
+            m_in[idx] = False
+            m_out[:, idx] = False
+            modules[lay.ffn_in].weight[idx] = 0
+            modules[lay.ffn_in].bias[idx] = 0
+            modules[lay.ffn_out].weight[:, idx] = 0
+    data_dir = data_dir or write_data(Path(out).parent / f"{Path(out).name}-data")
+    recipe = {"model": "tiny-distilbert", "data": {"path": str(data_dir), "text_column": "sentence",
+                                                   "label_column": "label", "max_length": 32}}
+    state = PruningState(recipe=recipe, recipe_sha256=sha256_json(recipe),
+                         heads_pruned={str(k): sorted(v) for k, v in (heads or {}).items()},
+                         neurons_pruned={str(k): sorted(v) for k, v in (neurons or {}).items()},
+                         max_length=32, labels=["negative", "positive"], raw_labels=["0", "1"])
     save_checkpoint(Path(out), model, tokenizer, masks, state)
     return Path(out)
 

@@ -9,7 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-from bench_fixtures import build_tiny_bundle, write_target
+from bench_fixtures import build_tiny_bundle, write_dense_reference, write_target
+from convert_fixtures import make_checkpoint, write_data
 
 from edgeprune.bench.benchmark import BenchSettings, benchmark
 from edgeprune.bench.latency import fix_length, make_batches, measure_latency
@@ -31,8 +32,9 @@ def full_report(tiny, tmp_path_factory):
     _, bundle, _ = tiny
     root = tmp_path_factory.mktemp("bench")
     target = write_target(root, "test-kiosk", threads=1, budget="max_bundle_mb = 50.0\nmin_accuracy = 0.99")
+    dense = write_dense_reference(root / "dense")
     out = root / "report"
-    report = benchmark(bundle, str(target), out, settings=FAST)
+    report = benchmark(bundle, str(target), out, dense_checkpoint=dense, settings=FAST)
     return report, out, target
 
 
@@ -51,6 +53,7 @@ def test_report_is_complete(full_report, tiny):
     assert m["peak_rss_mb"]["torch_imported"] is False  # the kiosk runtime stays torch-free
     assert 0 <= m["accuracy"]["value"] <= 1 and m["accuracy"]["examples"] == 12
     assert m["accuracy_drop"]["value"] == pytest.approx(m["dense_accuracy"]["value"] - m["accuracy"]["value"])
+    assert m["conversion_drop"]["value"] == pytest.approx(m["checkpoint_accuracy"]["value"] - m["accuracy"]["value"])
     assert report["bundle"]["sha256"] == bundle_digest(json.loads((bundle / "manifest.json").read_text()))
     assert report["host"]["cores"] >= 1 and "isa_flags" in report["host"] and report["host"]["ort_version"]
     assert report["data"]["file"] == str(data / "dev.tsv")
@@ -71,16 +74,67 @@ def test_figures_are_recorded_in_the_manifest_without_changing_identity(full_rep
     assert bundle_digest(loaded.manifest) == report["bundle"]["sha256"]
 
 
+def _torch_accuracy(folder, data):
+    from edgeprune.bench.runners import load_torch_classifier
+    from edgeprune.eval_data import load_eval_set
+    from edgeprune.evaluate import torch_accuracy
+
+    model, tokenizer = load_torch_classifier(folder)
+    eval_set = load_eval_set({"data": {"path": str(data)}}, ["0", "1"])
+    return torch_accuracy(model, tokenizer, eval_set.texts, eval_set.label_ids, 32)
+
+
+def test_dense_reference_is_the_dense_model_not_the_pruned_one(full_report, tiny):
+    report, out, _ = full_report
+    checkpoint, _, data = tiny
+    m = report["metrics"]
+    dense = out.parent / "dense"  # written by the full_report fixture
+    assert m["dense_accuracy"]["value"] == pytest.approx(_torch_accuracy(dense, data))
+    assert "dense reference" in m["dense_accuracy"]["source"] and str(dense) in m["dense_accuracy"]["source"]
+    assert m["checkpoint_accuracy"]["value"] == pytest.approx(_torch_accuracy(checkpoint, data))
+    assert "pruned checkpoint" in m["checkpoint_accuracy"]["source"]
+
+
+def test_no_dense_reference_is_unmeasured_and_a_recorded_teacher_accuracy_is_used(tmp_path):
+    from edgeprune.convert import convert_checkpoint
+
+    data = write_data(tmp_path / "data")
+    target = write_target(tmp_path, "test-kiosk", budget="max_accuracy_drop = 0.5")
+    plain = convert_checkpoint(make_checkpoint(tmp_path / "plain", heads={0: [1]}, data_dir=data),
+                               tmp_path / "plain-bundle", progress=False)
+    settings = BenchSettings(runs=3, warmup=0, baselines=False, plots=False)
+    report = benchmark(plain, str(target), tmp_path / "r1", settings=settings)
+    m = report["metrics"]
+    assert m["checkpoint_accuracy"]["measured"]  # the pruned model is measured, under its own name
+    assert m["dense_accuracy"]["measured"] is False and "--dense-checkpoint" in m["dense_accuracy"]["reason"]
+    assert m["accuracy_drop"]["measured"] is False
+    assert main(["gate", str(tmp_path / "r1"), "--target", str(target)]) == 1  # no dense reference: no pass
+
+    taught = convert_checkpoint(make_checkpoint(tmp_path / "taught", heads={0: [1]}, data_dir=data,
+                                                metrics={"dense_accuracy": 0.75}),
+                                tmp_path / "taught-bundle", progress=False)
+    report = benchmark(taught, str(target), tmp_path / "r2", settings=settings)
+    m = report["metrics"]
+    assert m["dense_accuracy"]["value"] == 0.75 and "recorded by train" in m["dense_accuracy"]["source"]
+    assert m["accuracy_drop"]["value"] == pytest.approx(0.75 - m["accuracy"]["value"])
+    other = write_data(tmp_path / "other-data")
+    report = benchmark(taught, str(target), tmp_path / "r3", data_dir=other, settings=settings)
+    assert report["metrics"]["dense_accuracy"]["measured"] is False  # measured on other data: not comparable
+
+
 def test_gate_on_the_real_report(full_report, tiny, tmp_path, capsys):
-    _, out, target = full_report
+    _, out, _ = full_report
     _, bundle, _ = tiny
-    code = main(["gate", str(out), "--target", str(target), "--bundle", str(bundle), "--json"])
+    generous = write_target(tmp_path / "pass", "test-kiosk", threads=1,
+                            budget="max_bundle_mb = 50.0\nmax_peak_rss_mb = 100000.0\nlatency_p95_ms = 100000.0")
+    assert main(["gate", str(out), "--target", str(generous), "--bundle", str(bundle), "--json"]) == 0
     verdict = json.loads(capsys.readouterr().out)
     by_budget = {c["budget"]: c for c in verdict["checks"]}
-    assert by_budget["max_bundle_mb"]["status"] == "pass"
-    accuracy_ok = by_budget["min_accuracy"]["value"] >= 0.99
-    assert code == (0 if accuracy_ok else 1)
-    assert by_budget["min_accuracy"]["status"] == ("pass" if accuracy_ok else "fail")
+    assert {by_budget[b]["status"] for b in ("max_bundle_mb", "max_peak_rss_mb", "latency_p95_ms")} == {"pass"}
+    tight = write_target(tmp_path / "fail", "test-kiosk", threads=1, budget="max_bundle_mb = 0.0001")
+    assert main(["gate", str(out), "--target", str(tight), "--bundle", str(bundle), "--json"]) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert [c["budget"] for c in verdict["checks"] if c["status"] == "fail"] == ["max_bundle_mb"]
     # another bundle (the same files plus one, so another identity): the report is refused
     other = tmp_path / "other"
     shutil.copytree(bundle, other)
@@ -88,7 +142,7 @@ def test_gate_on_the_real_report(full_report, tiny, tmp_path, capsys):
     (other / "extra.txt").write_text("x")
     manifest["files"]["extra.txt"] = {"sha256": hashlib.sha256(b"x").hexdigest(), "bytes": 1}
     (other / "manifest.json").write_text(json.dumps(manifest))
-    assert main(["gate", str(out), "--target", str(target), "--bundle", str(other)]) == 2
+    assert main(["gate", str(out), "--target", str(generous), "--bundle", str(other)]) == 2
     assert "the report is for bundle" in capsys.readouterr().err
 
 
@@ -102,7 +156,8 @@ def test_arm_target_on_x86_marks_latency_and_memory_unmeasured(tiny, tmp_path):
     for figure in ("latency_ms", "throughput_per_s", "peak_rss_mb"):
         assert m[figure]["measured"] is False and "aarch64" in m[figure]["reason"]
     assert m["accuracy"]["measured"] and m["bundle_mb"]["measured"]
-    assert m["dense_accuracy"]["measured"]  # the reference needs no baselines
+    assert m["checkpoint_accuracy"]["measured"]  # the pruned checkpoint's accuracy needs no baselines
+    assert m["dense_accuracy"]["measured"] is False  # no teacher, no --dense-checkpoint: no dense reference
     assert report["baselines"] == {}
     assert main(["gate", str(tmp_path / "arm"), "--target", str(target)]) == 1  # latency unmeasured: fails
 
@@ -172,3 +227,66 @@ def test_memory_probe_is_torch_free(tiny):
     result = measure_peak_rss("bundle", bundle, ["the movie was great"], threads=1,
                               providers=["CPUExecutionProvider"], batch_size=1, repeats=1)
     assert result.peak_rss_mb > 10 and result.torch_imported is False
+
+
+def test_unreadable_memory_probe_output_is_a_bundle_error(monkeypatch, tiny):
+    import subprocess
+
+    from edgeprune.errors import BundleError
+
+    _, bundle, _ = tiny
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "oops\n", ""))
+    with pytest.raises(BundleError, match="printed no result"):
+        measure_peak_rss("bundle", bundle, ["x"], threads=1, providers=["CPUExecutionProvider"], batch_size=1)
+
+
+def test_read_only_bundle_is_refused_before_measuring_or_benched_with_no_record(tiny, tmp_path, capsys, monkeypatch):
+    import os
+
+    from edgeprune.bench import benchmark as bench_mod
+
+    _, bundle, _ = tiny
+    copy = shutil.copytree(bundle, tmp_path / "ro")
+    target = write_target(tmp_path, "ro-kiosk")
+    real_access = os.access
+    monkeypatch.setattr(bench_mod.os, "access",
+                        lambda p, mode, *a, **k: False if str(p).startswith(str(copy)) and mode == os.W_OK
+                        else real_access(p, mode, *a, **k))
+    args = ["bench", str(copy), "--target", str(target), "-o", str(tmp_path / "r"), "--runs", "3",
+            "--no-baselines", "--no-plots"]
+    before = (copy / "manifest.json").read_text()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "read-only" in err and "--no-record" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    assert main(args + ["--no-record"]) == 0
+    assert (copy / "manifest.json").read_text() == before
+
+
+def test_a_failed_manifest_record_is_one_line(tiny, tmp_path, capsys, monkeypatch):
+    from edgeprune.bench import benchmark as bench_mod
+
+    _, bundle, _ = tiny
+    copy = shutil.copytree(bundle, tmp_path / "b")
+
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(bench_mod, "atomic_write_text", refuse)
+    target = write_target(tmp_path, "rec-kiosk")
+    assert main(["bench", str(copy), "--target", str(target), "-o", str(tmp_path / "r"), "--runs", "3",
+                 "--no-baselines", "--no-plots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "recording its figures" in err and len(err.splitlines()) == 1
+
+
+def test_an_archive_bundle_is_benched_and_the_report_says_nothing_was_recorded(tiny, tmp_path):
+    from edgeprune.commands.pack import pack_bundle
+
+    _, bundle, _ = tiny
+    archive = pack_bundle(bundle, tmp_path / "b.tar.gz")
+    target = write_target(tmp_path, "tar-kiosk")
+    report = benchmark(archive, str(target), tmp_path / "r",
+                       settings=BenchSettings(runs=3, warmup=0, baselines=False, plots=False))
+    assert any("packed archive" in n and "not recorded" in n for n in report["notes"])
+    assert report["bundle"]["sha256"] == Bundle.load(bundle).digest

@@ -87,7 +87,10 @@ def test_target_profile_chooses_forms_and_quantization(tmp_path, structured_ckpt
     m = manifest(out)
     assert m["target"] == "cpu-kiosk" and m["quantization"]["mode"] == target.quantization
     assert "2:4" in m["allowed_forms"]
-    assert "cannot" in capsys.readouterr().err or any("sm80" in n for n in m["notes"])
+    err = capsys.readouterr().err
+    warning = "2:4 gives no speed-up without an sm80+ GPU"
+    assert f"convert: warning: {warning}" in err and any(n.startswith(warning) for n in m["notes"])
+    assert "format 2:4 is not among what pays off on cpu-kiosk" in err
 
 
 def test_failed_verification_leaves_no_bundle(tmp_path, structured_ckpt, monkeypatch):
@@ -110,3 +113,76 @@ def test_missing_eval_data_is_recorded_not_invented(tmp_path, structured_ckpt):
     out = convert_checkpoint(structured_ckpt, tmp_path / "b", data_dir=tmp_path / "nowhere", progress=False)
     acc = manifest(out)["accuracy"]
     assert not acc["measured"] and "nowhere" in acc["reason"] and acc["fp32"] is None
+
+
+def test_distilbert_converts_dense_unstructured_and_structured(tmp_path):
+    from convert_fixtures import make_distilbert_checkpoint
+
+    dense = make_distilbert_checkpoint(tmp_path / "dense")
+    ref = checkpoint_logits_no_types(dense, SENTENCES)
+    for name, kwargs in (("structured-default", {}), ("unstructured", {"structured": False})):
+        out = convert_checkpoint(dense, tmp_path / name, progress=False, **kwargs)  # nothing pruned: no removal
+        m = manifest(out)
+        assert m["structure"] == [] and m["inputs"] == ["input_ids", "attention_mask"]
+        np.testing.assert_allclose(Bundle.load(out).logits(SENTENCES), ref, atol=1e-4)
+    pruned = make_distilbert_checkpoint(tmp_path / "pruned", heads={0: [1, 2], 1: [0, 1, 2, 3]},
+                                        neurons={0: [0, 4, 36], 1: list(range(37))})
+    out = convert_checkpoint(pruned, tmp_path / "shrunk", progress=False)
+    m = manifest(out)
+    assert [(s["heads_kept"], s["neurons_kept"]) for s in m["structure"]] == [(2, 34), (0, 0)]
+    np.testing.assert_allclose(Bundle.load(out).logits(SENTENCES), checkpoint_logits_no_types(pruned, SENTENCES),
+                               atol=1e-4)
+
+
+def checkpoint_logits_no_types(ckpt, texts):
+    model, tok, _, _ = load_checkpoint(ckpt)
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.numpy()
+
+
+def test_eval_split_and_limit_of_the_recipe_are_used(tmp_path):
+    from convert_fixtures import LABELS
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = "".join(f"{s}\t{lab}\n" for s, lab in zip(SENTENCES, LABELS))
+    (data / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (data / "dev.tsv").write_text("sentence\tlabel\nnot this split\t7\n")  # unreadable labels: must not be used
+    (data / "heldout.tsv").write_text("sentence\tlabel\n" + rows)
+    ck = make_checkpoint(tmp_path / "ck", data_dir=data, data_extra={"eval_split": "heldout", "eval_limit": 5})
+    m = manifest(convert_checkpoint(ck, tmp_path / "b", progress=False))
+    acc = m["accuracy"]
+    assert acc["measured"] and acc["examples"] == 5 and acc["data"].endswith("heldout.tsv")
+    assert acc["split"] == "heldout"
+    from edgeprune.bench.accuracy import load_eval_set
+
+    eval_set = load_eval_set(m)  # bench scores on the same split, through the same helper
+    assert eval_set.source.name == "heldout.tsv" and len(eval_set.texts) == 5
+
+
+def test_a_label_the_model_never_saw_is_a_data_error_naming_it(tmp_path):
+    from edgeprune.errors import DataError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dev.tsv").write_text("sentence\tlabel\nthe movie was great\t1\na boring film\tneutral\n")
+    ck = make_checkpoint(tmp_path / "ck", data_dir=data)
+    with pytest.raises(DataError, match="label 'neutral' is not one the model was trained on"):
+        convert_checkpoint(ck, tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_int8_verification_limits_are_options_and_follow_the_target_budget(tmp_path, structured_ckpt):
+    from edgeprune.convert.options import resolve_options
+    from edgeprune.targets import replace_budget, resolve_target
+
+    assert resolve_options(None, None, None).int8_max_drop == 0.03
+    target = resolve_target("cpu-kiosk")
+    assert resolve_options(replace_budget(target, max_accuracy_drop=0.005), None, None).int8_max_drop == 0.005
+    assert resolve_options(replace_budget(target, max_accuracy_drop=0.0), None, None).int8_max_drop == 0.03
+    assert resolve_options(target, None, None, int8_max_drop=0.2).int8_max_drop == 0.2
+    out = convert_checkpoint(structured_ckpt, tmp_path / "lenient", quantize="int8-dynamic", progress=False,
+                             int8_min_agreement=0.25, int8_max_drop=0.5)
+    details = [c["detail"] for c in manifest(out)["verification"]["checks"]]
+    assert any("(>= 25%)" in d for d in details) and any("(<= 0.5)" in d for d in details)

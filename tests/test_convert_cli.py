@@ -17,6 +17,8 @@ def test_bad_input_is_one_line_exit_2(capsys, tmp_path, structured_ckpt):
                                                        "--format", "zip"])
     assert "unknown quantization" in one_line_error(capsys, ["convert", str(structured_ckpt), "-o",
                                                              str(tmp_path / "b"), "--quantize", "int3"])
+    assert "--int8-max-drop must be a number in [0, 1]" in one_line_error(
+        capsys, ["convert", str(structured_ckpt), "-o", str(tmp_path / "b"), "--int8-max-drop", "2"])
     assert "not a bundle" in one_line_error(capsys, ["inspect", str(tmp_path)])
     assert "does not exist" in one_line_error(capsys, ["predict", str(tmp_path / "nope"), "hi"])
     assert not (tmp_path / "b").exists()
@@ -41,3 +43,14 @@ def test_inspect_and_predict(capsys, dense_bundle, tmp_path):
     assert main(["predict", str(tmp_path / "b.tar.gz"), "the movie was great", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["label"] in ("negative", "positive") and len(row["scores"]) == 2
+
+
+def test_inspect_of_a_manifest_with_odd_fields_is_one_line(capsys, dense_bundle, tmp_path):
+    import shutil
+
+    bundle = shutil.copytree(dense_bundle, tmp_path / "b")
+    m = json.loads((bundle / "manifest.json").read_text())
+    del m["source"]
+    m["structure"] = [{"layer": 0}]
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    assert "malformed field" in one_line_error(capsys, ["inspect", str(bundle)])

@@ -143,3 +143,22 @@ def test_cli_bad_input_is_exit_2(tmp_path, capsys, profile):
     assert "not valid JSON" in capsys.readouterr().err
     assert main(["gate", str(_write(tmp_path / "ok", make_report())), "--target", "cpu-kiosk"]) == 2
     assert "not 'cpu-kiosk'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value", [("schema_version", "x"), ("schema_version", None)])
+def test_odd_schema_version_is_exit_2(tmp_path, capsys, profile, field, value):
+    report = make_report()
+    report[field] = value
+    assert main(["gate", str(_write(tmp_path / "r", report)), "--target", profile.source]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "schema version" in err and len(err.splitlines()) == 1
+
+
+def test_odd_profile_and_sha_in_report_are_exit_2(tmp_path, capsys, profile):
+    report = make_report()
+    report["target"]["profile"] = "cpu"
+    assert main(["gate", str(_write(tmp_path / "a", report)), "--target", profile.source]) == 2
+    report = make_report()
+    report["bundle"]["sha256"] = 12
+    assert main(["gate", str(_write(tmp_path / "b", report)), "--target", profile.source]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2

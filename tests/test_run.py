@@ -105,3 +105,69 @@ def test_run_refuses_a_foreign_folder_and_cli_exit_code_is_the_gates(setup, tmp_
     assert json.loads(capsys.readouterr().out)["ran"] == ["train", "convert", "bench"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["skipped"] == ["train", "convert", "bench"]
+
+
+def test_changed_data_or_model_folder_retrains(setup, tmp_path):
+    recipe, target, out, trained = setup
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    recipe.write_text(recipe.read_text().replace("model: embedded:minilm-l6", f"model: {model}"))
+    run(recipe, target, out)
+    assert run(recipe, target, out).ran == []
+    dev = tmp_path / "data" / "train.tsv"
+    dev.write_text(dev.read_text() + "an extra sentence\t1\n")
+    changed = run(recipe, target, out)
+    assert changed.ran[:1] == ["train"] and len(trained) == 2
+    (model / "config.json").write_text('{"changed": true}')
+    assert run(recipe, target, out).ran[:1] == ["train"] and len(trained) == 3
+
+
+def test_edgeprune_version_is_a_train_input(setup, monkeypatch):
+    import edgeprune
+
+    recipe, target, out, trained = setup
+    run(recipe, target, out)
+    monkeypatch.setattr(edgeprune, "__version__", "99.0")
+    assert run(recipe, target, out).ran[:1] == ["train"]
+
+
+def test_an_edited_bundle_manifest_is_reconverted(setup):
+    recipe, target, out, _ = setup
+    run(recipe, target, out)
+    manifest = out / "bundle" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["labels"] = m["labels"][::-1]
+    manifest.write_text(json.dumps(m))
+    redone = run(recipe, target, out)
+    assert redone.ran[:1] == ["convert"] and redone.exit_code == 0
+    assert json.loads(manifest.read_text())["labels"] == ["negative", "positive"]
+
+
+def test_the_recipes_teacher_is_the_dense_reference(setup, tmp_path):
+    from bench_fixtures import write_dense_reference
+
+    recipe, target, out, _ = setup
+    teacher = write_dense_reference(tmp_path / "teacher")
+    recipe.write_text(recipe.read_text() + f"distillation:\n  teacher: {teacher}\n")
+    run(recipe, target, out)
+    dense = json.loads((out / "report" / "report.json").read_text())["metrics"]["dense_accuracy"]
+    assert dense["measured"] and str(teacher.resolve()) in dense["source"]
+
+
+def test_the_teacher_train_recorded_is_the_dense_reference(setup, tmp_path, monkeypatch):
+    """`teacher: dense` has no folder in the recipe: the checkpoint's metrics.dense_checkpoint names it."""
+    from bench_fixtures import write_dense_reference
+
+    recipe, target, out, _ = setup
+    data = tmp_path / "data"
+    teacher = write_dense_reference(tmp_path / "trained-teacher")
+
+    def train_with_teacher(recipe_obj, dest):
+        make_checkpoint(dest, heads={0: [2]}, data_dir=data, seed=1,
+                        metrics={"dense_accuracy": 0.5, "dense_checkpoint": str(teacher)})
+
+    monkeypatch.setitem(chain.STAGES, "train", train_with_teacher)
+    run(recipe, target, out)
+    dense = json.loads((out / "report" / "report.json").read_text())["metrics"]["dense_accuracy"]
+    assert dense["measured"] and str(teacher.resolve()) in dense["source"]

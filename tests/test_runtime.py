@@ -147,3 +147,71 @@ def test_runtime_and_predict_work_without_torch(dense_bundle):
     lines = proc.stdout.strip().splitlines()
     assert lines[0] in ("negative", "positive")
     assert json.loads(lines[1])["text"] == "a boring film"
+
+
+def _edit_manifest(folder, change):
+    m = json.loads((folder / "manifest.json").read_text())
+    change(m)
+    (folder / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("field,change", [
+    ("labels", lambda m: m.__setitem__("labels", m["labels"][::-1])),
+    ("max_length", lambda m: m.__setitem__("max_length", 4)),
+    ("tensors", lambda m: m["tensors"][0].__setitem__("shape", m["tensors"][0]["shape"][::-1])),
+    ("pad_token_id", lambda m: m.__setitem__("pad_token_id", 3)),
+])
+def test_every_field_the_runtime_uses_is_part_of_the_identity(bundle_copy, field, change):
+    from edgeprune.runtime import bundle_digest, read_manifest
+
+    original = Bundle.load(bundle_copy).digest
+    _edit_manifest(bundle_copy, change)
+    assert bundle_digest(read_manifest(bundle_copy)) != original, field
+    with pytest.raises(BundleError, match="not the expected"):
+        Bundle.load(bundle_copy, expected_digest=original)
+
+
+def test_malformed_manifest_fields_are_bundle_errors(bundle_copy):
+    good = json.loads((bundle_copy / "manifest.json").read_text())
+    for change, message in ((lambda m: m["files"].__setitem__("model.onnx", "abc"), "file entry 'model.onnx'"),
+                            (lambda m: m.pop("max_length"), "max_length"),
+                            (lambda m: m.__setitem__("labels", "negative"), "labels"),
+                            (lambda m: m.__setitem__("inputs", ["input_ids", "pixels"]), "inputs")):
+        (bundle_copy / "manifest.json").write_text(json.dumps(good))
+        _edit_manifest(bundle_copy, change)
+        with pytest.raises(BundleError, match=message):
+            Bundle.load(bundle_copy)
+
+
+def test_the_bytes_that_were_hashed_are_the_bytes_that_are_used(bundle_copy, monkeypatch):
+    """Swapping model.onnx / tokenizer.json right after the hash check changes nothing: no second read."""
+    from edgeprune import runtime
+
+    expected = Bundle.load(bundle_copy).predict(SENTENCES[:3])
+    real = runtime.read_verified
+
+    def read_then_swap(folder, manifest, *args, **kwargs):
+        out = real(folder, manifest, *args, **kwargs)
+        (Path(folder) / "model.onnx").write_bytes(b"not a model")
+        (Path(folder) / "tokenizer.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr(runtime, "read_verified", read_then_swap)
+    assert Bundle.load(bundle_copy).predict(SENTENCES[:3]) == expected
+
+
+def test_gate_bundle_refuses_a_bundle_whose_manifest_was_edited(bundle_copy, tmp_path, capsys):
+    from bench_fixtures import make_report, write_target
+    from edgeprune.cli import main
+    from edgeprune.runtime import verified_digest
+
+    report = make_report()
+    report["bundle"]["sha256"] = verified_digest(bundle_copy)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.json").write_text(json.dumps(report))
+    target = write_target(tmp_path / "t")
+    assert main(["gate", str(tmp_path / "r"), "--target", str(target), "--bundle", str(bundle_copy)]) == 0
+    capsys.readouterr()
+    _edit_manifest(bundle_copy, lambda m: m.__setitem__("labels", m["labels"][::-1]))
+    assert main(["gate", str(tmp_path / "r"), "--target", str(target), "--bundle", str(bundle_copy)]) == 2
+    assert "the report is for bundle" in capsys.readouterr().err

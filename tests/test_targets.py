@@ -72,6 +72,8 @@ def test_bad_profile_names_the_field(tmp_path, extra, budget, workload, field):
     (('quantization = "int8-dynamic"', 'quantization = "int4"'), "quantization"),
     (('formats = ["structured", "csr"]', 'formats = ["structured", "bsr"]'), "formats"),
     (('formats = ["structured", "csr"]', "formats = []"), "formats"),
+    (('formats = ["structured", "csr"]', 'formats = ["csr", ["x"]]'), "formats must list names"),
+    (('providers = ["CPUExecutionProvider"]', 'providers = [{a = 1}]'), "providers must list names"),
     (('providers = ["CPUExecutionProvider"]', 'providers = ["cpu"]'), "providers"),
     (('name = "test-kiosk"', 'name = "bad name!"'), "name"),
     (('arch = "x86_64"\n', ""), "missing required key"),

@@ -35,14 +35,14 @@ def source_checkpoint(manifest: dict[str, Any], override: Path | None) -> tuple[
 
 
 def build_baselines(checkpoint: Path, scratch: Path, *, threads: int, providers: list[str],
-                    encode: Callable[[list[str]], Feeds], torch_device: str = "cpu",
-                    data_dir: Path | None = None) -> tuple[list[Runner], list[str]]:
+                    encode: Callable[[list[str]], Feeds], max_length: int | None = None,
+                    torch_device: str = "cpu", data_dir: Path | None = None) -> tuple[list[Runner], list[str]]:
     """(runners, notes): PyTorch eager first, then each dense ORT bundle the converter could build (one
     it refuses, e.g. an int8 model failing its verification, is left out with the reason in the notes)."""
     from ..convert import convert_checkpoint
     from ..runtime import Bundle
 
-    runners, notes = [torch_runner(checkpoint, threads, encode, torch_device)], []
+    runners, notes = [torch_runner(checkpoint, threads, encode, max_length, torch_device)], []
     for name, (quantize, description) in DENSE_BASELINES.items():
         try:
             out = convert_checkpoint(checkpoint, Path(scratch) / name, target=None, fmt="dense", quantize=quantize,

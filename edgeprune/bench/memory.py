@@ -60,8 +60,12 @@ def measure_peak_rss(kind: str, path: Path, texts: list[str], *, threads: int, p
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise BundleError(f"the memory probe for {path} failed ({tail})",
                           "check that the bundle loads with `edgeprune predict`")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return MemoryResult(result["peak_rss_bytes"] / MB, result["torch_imported"])
+    try:
+        result = json.loads((proc.stdout.strip().splitlines() or [""])[-1])
+        return MemoryResult(float(result["peak_rss_bytes"]) / MB, bool(result["torch_imported"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"the memory probe for {path} printed no result ({str(proc.stdout)[-120:]!r})",
+                          "check that the bundle loads with `edgeprune predict`") from exc
 
 
 def _run_bundle(spec: dict[str, Any]) -> None:

@@ -10,7 +10,10 @@ report.json:
   data: {file, examples, text_column, label_column}
   metrics: each figure {measured: true/false, reason when false, value or its parts}:
     latency_ms {p50, p95, p99, mean, runs, warmup, batch_size, sequence_length}, throughput_per_s,
-    peak_rss_mb, bundle_mb, accuracy, dense_accuracy {source}, accuracy_drop
+    peak_rss_mb, bundle_mb, accuracy (the bundle), checkpoint_accuracy (PyTorch eager on the pruned
+    source checkpoint), conversion_drop (checkpoint - bundle), dense_accuracy {source} (a dense
+    reference: --dense-checkpoint, or the dense teacher's accuracy recorded by train; never the pruned
+    model), accuracy_drop (dense - bundle: pruning + conversion, what max_accuracy_drop limits)
   baselines: {name: {description, accuracy, latency_ms, throughput_per_s, peak_rss_mb, bundle_mb}}
   ratios: {baseline: {speedup_p50, speedup_p95, throughput_ratio, rss_ratio, size_ratio, accuracy_delta}}
   notes: [...]
@@ -27,8 +30,6 @@ from typing import Any
 from .. import __version__
 from ..gate import REPORT_FILE, REPORT_SCHEMA_VERSION
 
-DENSE_METRIC_KEYS = ("dense_accuracy", "dense_eval_accuracy")
-
 
 def figure(value: Any = None, reason: str | None = None, **parts: Any) -> dict[str, Any]:
     """One report figure: measured with its value (or parts), or not measured with the reason."""
@@ -41,21 +42,6 @@ def _latency_figures(m, reason: str | None) -> tuple[dict, dict]:
     if m.latency is None:
         return figure(reason=reason or "not measured"), figure(reason=reason or "not measured")
     return figure(**m.latency.to_dict()), figure(m.latency.throughput_per_s)
-
-
-def _dense_figure(dense_reference, checkpoint, no_checkpoint_why: str) -> dict[str, Any]:
-    if checkpoint is not None:
-        from ..checkpoint import read_pruning_state
-
-        recorded = read_pruning_state(checkpoint).metrics
-        for key in DENSE_METRIC_KEYS:
-            if isinstance(recorded.get(key), (int, float)):
-                return figure(float(recorded[key]), source=f"the checkpoint's pruning_state.json metrics.{key}")
-    if dense_reference is not None and dense_reference.accuracy is not None:
-        return figure(dense_reference.accuracy,
-                      source="PyTorch eager on the source checkpoint (no dense accuracy recorded by train): "
-                             "the drop covers conversion and quantization, not pruning")
-    return figure(reason=no_checkpoint_why or "no dense reference at hand")
 
 
 def _ratios(bundle_m, baselines) -> dict[str, dict[str, float | None]]:
@@ -88,8 +74,9 @@ def _baseline_entry(m) -> dict[str, Any]:
     }
 
 
-def build_report(*, profile, host, host_match, bundle, bundle_sha256, eval_set, measurements, dense_reference,
-                 checkpoint, no_checkpoint_why, settings, seconds, notes=()) -> dict[str, Any]:
+def build_report(*, profile, host, host_match, bundle, bundle_sha256, eval_set, measurements, dense,
+                 checkpoint_accuracy, checkpoint, no_checkpoint_why, settings, seconds, notes=()) -> dict[str, Any]:
+    """`dense` is (dense reference accuracy, its source) or (None, why there is none)."""
     main, baselines = measurements[0], measurements[1:]
     latency, throughput = _latency_figures(main, host_match.reason_for("latency"))
     if main.memory is not None:
@@ -97,9 +84,17 @@ def build_report(*, profile, host, host_match, bundle, bundle_sha256, eval_set, 
     else:
         rss = figure(reason=host_match.reason_for("memory") or "not measured")
     accuracy = figure(main.accuracy, examples=len(eval_set.texts))
-    dense = _dense_figure(dense_reference, checkpoint, no_checkpoint_why)
-    drop = (figure(dense["value"] - main.accuracy) if dense["measured"]
-            else figure(reason=f"no dense reference: {dense['reason']}"))
+    dense_value, dense_source = dense
+    dense = (figure(dense_value, source=dense_source) if dense_value is not None
+             else figure(reason=dense_source))
+    drop = (figure(dense_value - main.accuracy) if dense_value is not None
+            else figure(reason=dense_source))
+    if checkpoint_accuracy is not None:
+        ckpt_figure = figure(checkpoint_accuracy, source=f"PyTorch eager on the pruned checkpoint {checkpoint}")
+        conversion = figure(checkpoint_accuracy - main.accuracy)
+    else:
+        ckpt_figure = figure(reason=no_checkpoint_why or "the source checkpoint is not at hand")
+        conversion = figure(reason=no_checkpoint_why or "the source checkpoint is not at hand")
     notes = list(host_match.reasons) + list(notes)
     if checkpoint is None:
         notes.append(f"no baselines: {no_checkpoint_why}")
@@ -127,6 +122,8 @@ def build_report(*, profile, host, host_match, bundle, bundle_sha256, eval_set, 
             "peak_rss_mb": rss,
             "bundle_mb": figure(main.size_mb),
             "accuracy": accuracy,
+            "checkpoint_accuracy": ckpt_figure,
+            "conversion_drop": conversion,
             "dense_accuracy": dense,
             "accuracy_drop": drop,
         },
@@ -168,6 +165,9 @@ def format_table(report: dict[str, Any]) -> str:
     row("peak RSS (MB)", m["peak_rss_mb"], m["peak_rss_mb"].get("value"))
     row("bundle (MB)", m["bundle_mb"], m["bundle_mb"].get("value"))
     row("accuracy", m["accuracy"], m["accuracy"].get("value"))
+    if "checkpoint_accuracy" in m:
+        row("checkpoint accuracy (pruned, PyTorch)", m["checkpoint_accuracy"], m["checkpoint_accuracy"].get("value"))
+        row("conversion drop", m["conversion_drop"], m["conversion_drop"].get("value"))
     row("dense accuracy", m["dense_accuracy"], m["dense_accuracy"].get("value"))
     row("accuracy drop", m["accuracy_drop"], m["accuracy_drop"].get("value"))
     if report["baselines"]:

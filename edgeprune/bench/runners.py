@@ -1,8 +1,9 @@
 """The things bench times and scores, behind one small interface: the bundle under test and its baselines
-(PyTorch eager on the source checkpoint, ORT fp32 dense and ORT int8 dense bundles of the same model).
+(PyTorch eager on the source checkpoint or a dense reference, ORT fp32 dense and ORT int8 dense bundles
+of the same model).
 
-A runner encodes sentences into feeds, runs one batch of feeds (for latency), predicts label ids (for
-accuracy), and names what a fresh process must load to measure its peak memory.
+A runner encodes sentences into feeds, runs one batch of feeds (for latency), scores gold-labelled
+sentences (for accuracy), and names what a fresh process must load to measure its peak memory.
 """
 
 from __future__ import annotations
@@ -26,18 +27,22 @@ def bundle_mb(manifest: dict) -> float:
 
 @dataclass
 class Runner:
-    name: str                      # "bundle", "pytorch-eager", "ort-fp32-dense", "ort-int8-dense"
+    name: str                      # "bundle", "pytorch-eager", "ort-fp32-dense", "ort-int8-dense", "dense-reference"
     description: str
     encode: Callable[[list[str]], Feeds]
     run: Callable[[Feeds], Any]
-    predict_ids: Callable[[list[str]], Sequence[int]]
+    score: Callable[[Sequence[str], Sequence[int]], float]   # accuracy on (texts, gold ids): what bench uses
     memory_kind: str               # the probe in edgeprune.bench.memory: "bundle" or "torch"
     memory_path: Path
-    size_mb: float | None = None   # what ships (ORT bundles); None for the PyTorch checkpoint
+    size_mb: float | None = None   # what ships (ORT bundles); None for a PyTorch checkpoint
     pad_id: int = 0
+    # predicted ids for callers that score on their own (benchmarks/kiosk.py); bench itself uses `score`
+    predict_ids: Callable[[list[str]], Sequence[int]] | None = None
 
 
 def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle under test") -> Runner:
+    from .accuracy import accuracy
+
     session = bundle.session
     input_names = [i.name for i in session.get_inputs()]
 
@@ -47,31 +52,69 @@ def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle u
     def predict_ids(texts: list[str]) -> list[int]:
         return [p.label_id for p in bundle.predict(texts, batch_size=max(len(texts), 1))]
 
-    return Runner(name, description, bundle.encode, run, predict_ids, "bundle", Path(bundle.path),
-                  bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)))
+    return Runner(name, description, bundle.encode, run, lambda texts, ids: accuracy(predict_ids, texts, ids),
+                  "bundle", Path(bundle.path), bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)),
+                  predict_ids)
 
 
-def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], Feeds],
-                 device: str = "cpu") -> Runner:
-    """PyTorch eager on the source checkpoint, fed the same feeds as the bundle for latency."""
+def load_torch_classifier(folder: Path):
+    """(model, tokenizer) of an edgeprune checkpoint (masks re-applied) or of a plain `save_pretrained`
+    classifier folder (a dense fine-tuned reference such as a distillation teacher)."""
+    from ..checkpoint import STATE_FILE, load_checkpoint
+    from ..errors import CheckpointError
+
+    folder = Path(folder)
+    if (folder / STATE_FILE).is_file():
+        model, tokenizer, _, _ = load_checkpoint(folder)
+        return model, tokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ..models import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(folder)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot load a classifier from {folder} ({str(exc).splitlines()[0][:160]})",
+                              "pass a save_pretrained classifier folder or an edgeprune checkpoint") from exc
+    return model.eval(), tokenizer
+
+
+def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], Feeds], max_length: int | None = None,
+                 device: str = "cpu", name: str = "pytorch-eager",
+                 description: str | None = None) -> Runner:
+    """PyTorch eager on a checkpoint, fed the same feeds as the bundle for latency; scored with
+    `edgeprune.evaluate.torch_accuracy` at `max_length` (pass the bundle's; default the checkpoint's)."""
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from ..evaluate import torch_accuracy
 
     torch.set_num_threads(threads)
-    model, tokenizer, _, state = load_checkpoint(Path(checkpoint))
+    model, tokenizer = load_torch_classifier(checkpoint)
     model.to(device)
+    if max_length is None:
+        from ..checkpoint import STATE_FILE, read_pruning_state
+
+        max_length = (read_pruning_state(Path(checkpoint)).max_length if (Path(checkpoint) / STATE_FILE).is_file()
+                      else min(int(tokenizer.model_max_length), int(model.config.max_position_embeddings)))
 
     def run(feeds: Feeds):
         with torch.inference_mode():
             out = model(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()})
             return out.logits.cpu()
 
-    def predict_ids(texts: list[str]) -> list[int]:
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=state.max_length, return_tensors="pt")
-        with torch.inference_mode():
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        return logits.argmax(-1).tolist()
+    def score(texts: Sequence[str], ids: Sequence[int]) -> float:
+        model.cpu()
+        try:
+            return torch_accuracy(model, tokenizer, list(texts), list(ids), max_length, batch_size=32)
+        finally:
+            model.to(device)
 
-    return Runner("pytorch-eager", f"PyTorch eager fp32 on the source checkpoint ({device})", encode, run,
-                  predict_ids, "torch", Path(checkpoint), None, tokenizer.pad_token_id or 0)
+    def predict_ids(texts: list[str]) -> list[int]:
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            return model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).tolist()
+
+    return Runner(name, description or f"PyTorch eager fp32 on the source checkpoint ({device})", encode, run,
+                  score, "torch", Path(checkpoint), None, tokenizer.pad_token_id or 0, predict_ids)

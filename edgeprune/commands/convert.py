@@ -28,7 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-structured", action="store_true",
                         help="keep pruned heads/neurons as zeros instead of removing them")
     parser.add_argument("--data", help="eval data folder (default: the recipe's data.path when local)")
-    parser.add_argument("--eval-limit", type=int, help="measure accuracy on the first N dev rows (default: all)")
+    parser.add_argument("--eval-limit", type=int, help="measure accuracy on the first N rows of the recipe's "
+                        "eval split (default: the recipe's data.eval_limit, else all)")
+    parser.add_argument("--int8-min-agreement", type=float, metavar="F",
+                        help="int8 verification: least share of sentences whose label matches fp32 (default: 0.9)")
+    parser.add_argument("--int8-max-drop", type=float, metavar="F",
+                        help="int8 verification: largest accuracy drop vs fp32 (default: the target's "
+                             "budget.max_accuracy_drop when set, else 0.03)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -52,11 +58,14 @@ def run(args) -> int:
         from ..targets import resolve_target
 
         target = resolve_target(args.target)
-    resolve_options(target, args.fmt, args.quantize, not args.no_structured)  # bad input: fail before loading
+    # bad input: fail before loading
+    resolve_options(target, args.fmt, args.quantize, not args.no_structured, args.int8_min_agreement,
+                    args.int8_max_drop)
     out = convert_checkpoint(args.checkpoint, args.output, target=target, fmt=args.fmt,
                              quantize=args.quantize, structured=not args.no_structured,
                              overwrite=args.overwrite, data_dir=args.data, eval_limit=args.eval_limit,
-                             progress=not args.quiet)
+                             progress=not args.quiet, int8_min_agreement=args.int8_min_agreement,
+                             int8_max_drop=args.int8_max_drop)
     manifest = read_manifest(out)
     summary = {"bundle": str(out), "digest": bundle_digest(manifest),
                "bundle_bytes": manifest["sizes"]["bundle_bytes"], "accuracy": manifest["accuracy"],

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", required=True, metavar="NAME",
                         help="built-in target name or path to a .toml profile")
     parser.add_argument("--bundle", type=Path, metavar="DIR",
-                        help="also check that the report was measured on this bundle (its sha256)")
+                        help="also check that the report was measured on this bundle: its files verify and "
+                             "its digest (manifest and file table, figures aside) is the report's")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
     parser.add_argument("--junit", type=Path, metavar="FILE", help="also write a JUnit XML file, one case per budget")
 
@@ -39,10 +40,9 @@ def gate_report_dir(report_dir: Path, target: str, bundle: Path | None = None):
     report = read_report(report_dir)
     check_report(report, profile, where=str(report_dir))
     if bundle is not None:
-        from ..runtime import Bundle, bundle_digest
+        from ..runtime import verified_digest
 
-        loaded = Bundle.load(bundle)
-        check_bundle(report, bundle_digest(loaded.manifest), str(bundle))
+        check_bundle(report, verified_digest(bundle), str(bundle))
     return evaluate(report, profile)
 
 

@@ -26,9 +26,10 @@ def render(manifest: dict, digest: str) -> str:
     lines = []
     sizes = manifest.get("sizes", {})
     quant = manifest.get("quantization", {})
+    source = manifest.get("source") or {}
     lines += [
         f"bundle      {digest[:16]}  (edgeprune {manifest.get('edgeprune_version')}, schema {manifest.get('schema_version')})",
-        f"source      {manifest['source'].get('model')}  recipe {str(manifest['source'].get('recipe_sha256'))[:12]}",
+        f"source      {source.get('model')}  recipe {str(source.get('recipe_sha256'))[:12]}",
         f"target      {manifest.get('target') or '-'}   format {manifest.get('format')} "
         f"(forms {', '.join(manifest.get('allowed_forms', []))})   quantization {quant.get('mode')}",
         f"labels      {', '.join(manifest.get('labels', []))}   max length {manifest.get('max_length')}",
@@ -76,12 +77,18 @@ def render(manifest: dict, digest: str) -> str:
 
 
 def run(args) -> int:
+    from ..errors import BundleError
     from ..runtime import bundle_digest, read_manifest, verify_files
 
     manifest = read_manifest(args.bundle)
     verify_files(args.bundle, manifest)
     if args.json:
         print(json.dumps({"digest": bundle_digest(manifest), "manifest": manifest}, indent=2))
-    else:
-        print(render(manifest, bundle_digest(manifest)))
+        return 0
+    try:
+        text = render(manifest, bundle_digest(manifest))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise BundleError(f"{args.bundle}/manifest.json has a malformed field ({type(exc).__name__}: {exc})",
+                          "re-run `edgeprune convert`, or view it raw with --json") from exc
+    print(text)
     return 0

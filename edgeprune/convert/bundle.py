@@ -44,6 +44,7 @@ class Manifest:
     quantization: dict[str, Any]
     structured: bool
     labels: list[str]
+    raw_labels: list[str]      # id -> label value as written in the data files (for scoring eval data)
     max_length: int
     inputs: list[str]
     pad_token: str

@@ -68,15 +68,32 @@ def _explicit_heads_attention(self_attention):
     return ExplicitHeadsSelfAttention(self_attention).eval()
 
 
-def use_explicit_heads(model) -> int:
-    """Swap every BERT-style self-attention for the explicit-head form; returns how many were swapped."""
+def use_explicit_heads(model, layout=None) -> int:
+    """Swap every BERT-style self-attention for the explicit-head form; returns how many were swapped.
+
+    The layers come from `edgeprune.layout.encoder_layout` (pass the `layout` taken before structured
+    removal: a shrunk layer may no longer match the map). Other families (DistilBERT) keep their
+    attention: their graphs stay correct, only ORT's per-layer head fusion may not apply.
+    """
+    from ..errors import ModelError
+    from ..layout import encoder_layout
+
+    if layout is None:
+        try:
+            layout = encoder_layout(model)
+        except ModelError:
+            return 0
     swapped = 0
-    base = getattr(model, "base_model", model)
-    for layer in getattr(getattr(base, "encoder", None), "layer", []):
-        att = getattr(layer, "attention", None)
-        src = getattr(att, "self", None)
-        if src is not None and all(hasattr(src, n) for n in ("query", "key", "value", "num_attention_heads")):
-            att.self = _explicit_heads_attention(src)
+    for lay in layout:
+        parent_name, _, attr = lay.q.rpartition(".")
+        try:
+            src = model.get_submodule(parent_name)
+        except AttributeError:  # the whole attention was removed (no head left)
+            continue
+        if attr == "query" and all(hasattr(src, n) for n in ("query", "key", "value", "num_attention_heads",
+                                                             "attention_head_size")):
+            holder_name, _, holder_attr = parent_name.rpartition(".")
+            setattr(model.get_submodule(holder_name), holder_attr, _explicit_heads_attention(src))
             swapped += 1
     return swapped
 
@@ -90,8 +107,9 @@ def model_input_names(model, tokenizer) -> list[str]:
     return [n for n in INPUT_NAMES if n in accepted and n in produced]
 
 
-def export_onnx(model, tokenizer, path: Path, sample_texts: list[str], max_length: int) -> list[str]:
-    """Write `path` (weights inline, no external data); return the input names."""
+def export_onnx(model, tokenizer, path: Path, sample_texts: list[str], max_length: int, layout=None) -> list[str]:
+    """Write `path` (weights inline, no external data); return the input names. `layout`: the encoder
+    layout taken before structured removal (see `use_explicit_heads`)."""
     import torch
 
     names = model_input_names(model, tokenizer)
@@ -99,7 +117,7 @@ def export_onnx(model, tokenizer, path: Path, sample_texts: list[str], max_lengt
         model.set_attn_implementation("eager")
     except (AttributeError, ValueError):
         pass
-    use_explicit_heads(model)
+    use_explicit_heads(model, layout)
     model.eval()
     enc = tokenizer(sample_texts[:2], padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt")

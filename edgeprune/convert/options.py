@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ..errors import EdgepruneError
 from .bundle import PAYS_OFF, SPEED_NOTE
 from .quantize import MODES
+from .verify import INT8_MAX_ACCURACY_DROP, INT8_MIN_LABEL_AGREEMENT
 
 FORMAT_CHOICES = ("auto", "dense", "csr", "2:4", "coo")
 
@@ -29,6 +30,8 @@ class ConvertOptions:
     target_name: str | None
     gpu: bool = False
     warnings: tuple[str, ...] = field(default=())
+    int8_min_agreement: float = INT8_MIN_LABEL_AGREEMENT  # int8 verification: share of labels agreeing
+    int8_max_drop: float = INT8_MAX_ACCURACY_DROP          # int8 verification: accuracy drop allowed
 
     def describe(self) -> str:
         return f"{'structured, ' if self.structured else ''}{'/'.join(self.forms)}, {self.quantize}"
@@ -39,11 +42,26 @@ class ConvertOptions:
         return out + list(self.warnings)
 
 
-def resolve_options(target, fmt: str | None, quantize: str | None, structured: bool = True) -> ConvertOptions:
+def _fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConvertOptionError(f"{name} must be a number in [0, 1], got {value!r}", f"pass {name} 0.05, say")
+    return float(value)
+
+
+def resolve_options(target, fmt: str | None, quantize: str | None, structured: bool = True,
+                    int8_min_agreement: float | None = None, int8_max_drop: float | None = None) -> ConvertOptions:
+    """int8 limits: as given, else the drop from the target's budget.max_accuracy_drop when set (> 0),
+    else the defaults in `verify`."""
     if target is not None and isinstance(target, str):
         from ..targets import resolve_target
 
         target = resolve_target(target)
+    min_agreement = _fraction("--int8-min-agreement", INT8_MIN_LABEL_AGREEMENT if int8_min_agreement is None
+                              else int8_min_agreement)
+    if int8_max_drop is None:
+        budget_drop = float(target.budget.max_accuracy_drop) if target is not None else 0.0
+        int8_max_drop = budget_drop if budget_drop > 0 else INT8_MAX_ACCURACY_DROP
+    max_drop = _fraction("--int8-max-drop", int8_max_drop)
     if fmt is not None and fmt not in FORMAT_CHOICES:
         raise ConvertOptionError(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMAT_CHOICES)}")
     if quantize is not None and quantize not in MODES:
@@ -73,4 +91,4 @@ def resolve_options(target, fmt: str | None, quantize: str | None, structured: b
     elif target is not None and quantize != target.quantization and quantize != "none":
         warnings.append(f"quantization {quantize} differs from {target.name}'s {target.quantization}")
     return ConvertOptions(fmt, forms, quantize, bool(structured), getattr(target, "name", None), gpu,
-                          tuple(warnings))
+                          tuple(warnings), min_agreement, max_drop)

@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import checkpoint as ckpt
 from ..atomic import atomic_dir, check_output_free
-from ..errors import DataError
-from ..hashing import sha256_json, sha256_tree
+from ..errors import DataError, ModelError
+from ..hashing import sha256_tree
 from . import bundle as bundle_mod
 from . import optimize, verify
 from . import quantize as quant
@@ -40,40 +40,6 @@ def _say(progress: bool, message: str) -> None:
         print(f"convert: {message}", file=sys.stderr, flush=True)
 
 
-def _eval_data(state: ckpt.PruningState, data_dir: Path | None, eval_limit: int | None):
-    """(dev Examples or None, train Examples or None, reason when no eval data)."""
-    from ..data_files import find_split, read_examples
-
-    data = dict(state.recipe.get("data") or {})
-    folder = Path(data_dir) if data_dir else (Path(data["path"]) if data.get("path") else None)
-    if folder is None or not folder.is_dir():
-        where = str(folder) if folder else "the recipe"
-        return None, None, f"no local eval data ({where} is not a folder); pass --data DIR"
-    text_col, label_col = data.get("text_column", "sentence"), data.get("label_column", "label")
-    try:
-        dev = read_examples(find_split(folder, "dev"), text_col, label_col, eval_limit)
-    except DataError as exc:
-        return None, None, str(exc)
-    try:
-        train = read_examples(find_split(folder, "train"), text_col, label_col, CALIBRATION_SENTENCES)
-    except DataError:
-        train = None
-    return dev, train, ""
-
-
-def _label_ids(raw: list[str], config) -> list[int] | None:
-    label2id = {str(k): int(v) for k, v in (config.label2id or {}).items()}
-    out = []
-    for value in raw:
-        if value in label2id:
-            out.append(label2id[value])
-        elif value.lstrip("-").isdigit() and 0 <= int(value) < config.num_labels:
-            out.append(int(value))
-        else:
-            return None
-    return out
-
-
 def _batches(tokenizer, texts: list[str], max_length: int, names: list[str]) -> list[dict]:
     out = []
     for i in range(0, len(texts), BATCH):
@@ -90,17 +56,39 @@ def _torch_logits(model, feeds: list[dict]) -> list[np.ndarray]:
         return [model(**{k: torch.from_numpy(v) for k, v in f.items()}).logits.float().numpy() for f in feeds]
 
 
-def _accuracy(logits: list[np.ndarray], labels: list[int]) -> float:
+def _ort_accuracy(logits: list[np.ndarray], labels: list[int]) -> float:
     pred = np.concatenate([x.argmax(-1) for x in logits])
     return float((pred == np.array(labels)).mean())
 
 
+def _eval_set(state: ckpt.PruningState, data_dir, eval_limit):
+    """(EvalSet or None, why not). No local folder: accuracy is recorded as not measured; a folder whose
+    split or labels are wrong is an error (a silently unmeasured accuracy would hide it)."""
+    from ..eval_data import data_folder, load_eval_set
+
+    try:
+        data_folder(state.recipe, data_dir)
+    except DataError as exc:
+        return None, f"no local eval data ({exc.problem}); pass --data DIR"
+    return load_eval_set(state.recipe, state.raw_labels, data_dir, eval_limit), ""
+
+
 def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
-                       overwrite=False, data_dir=None, eval_limit=None, progress=True) -> Path:
-    """Turn a pruned checkpoint into a verified kiosk bundle at `out_dir`; returns `out_dir`."""
+                       overwrite=False, data_dir=None, eval_limit=None, progress=True,
+                       int8_min_agreement: float | None = None, int8_max_drop: float | None = None) -> Path:
+    """Turn a pruned checkpoint into a verified kiosk bundle at `out_dir`; returns `out_dir`.
+
+    int8 bundles are verified by label agreement with the fp32 checkpoint (>= `int8_min_agreement`,
+    default `verify.INT8_MIN_LABEL_AGREEMENT`) and accuracy drop (<= `int8_max_drop`; default the
+    target's budget.max_accuracy_drop when set, else `verify.INT8_MAX_ACCURACY_DROP`).
+    """
+    from ..chain import checkpoint_identity
+    from ..eval_data import calibration_texts
+    from ..evaluate import torch_accuracy
+
     out_dir = Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir)
-    opts = resolve_options(target, fmt, quantize, structured)
+    opts = resolve_options(target, fmt, quantize, structured, int8_min_agreement, int8_max_drop)
     check_output_free(out_dir, overwrite)
     state = ckpt.read_pruning_state(checkpoint_dir)
     for note in opts.warnings:
@@ -112,12 +100,19 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
     max_length = int(state.max_length or getattr(tokenizer, "model_max_length", 128))
     max_length = min(max_length, int(getattr(model.config, "max_position_embeddings", max_length)))
 
-    dev, train, no_data_reason = _eval_data(state, data_dir, eval_limit)
+    dev, no_data_reason = _eval_set(state, data_dir, eval_limit)
     verify_texts = (dev.texts[:VERIFY_SENTENCES] if dev else FALLBACK_SENTENCES)
 
     report = verify.VerificationReport(sentences=len(verify_texts))
     structure: list[dict[str, Any]] = []
-    if opts.structured:
+    from ..layout import encoder_layout
+
+    try:
+        layout = encoder_layout(model)  # taken before removal: a shrunk layer may no longer match the map
+    except ModelError:
+        layout = []
+    removed = opts.structured and bool(state.heads_pruned or state.neurons_pruned)
+    if removed:  # nothing pruned structurally: nothing to remove, whatever the architecture
         from .structure import remove_structure
 
         _say(progress, "removing pruned heads and neurons")
@@ -129,7 +124,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
     names = model_input_names(model, tokenizer)
     verify_feeds = _batches(tokenizer, verify_texts, max_length, names)
     ref_logits = _torch_logits(reference, verify_feeds)
-    if opts.structured:
+    if removed:
         report.checks.append(verify.compare_logits("structured removal (torch)", ref_logits,
                                                    _torch_logits(model, verify_feeds), verify.FP32_ATOL))
 
@@ -137,7 +132,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
             atomic_dir(out_dir, overwrite=overwrite) as tmp:
         work = Path(work)
         _say(progress, "exporting to ONNX")
-        export_onnx(model, tokenizer, work / "export.onnx", verify_texts, max_length)
+        export_onnx(model, tokenizer, work / "export.onnx", verify_texts, max_length, layout)
         report.checks.append(verify.compare_logits("onnx export (fp32)", ref_logits,
                                                    optimize.run_logits(work / "export.onnx", verify_feeds),
                                                    verify.FP32_ATOL))
@@ -148,8 +143,9 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         if opts.quantize != "none":
             _say(progress, f"quantizing ({opts.quantize})")
             src = work / "export.onnx" if quant.needs_unfused(opts.quantize) else opt.path
-            calib = _batches(tokenizer, (train or dev).texts if (train or dev) else FALLBACK_SENTENCES,
-                             max_length, names)
+            calib_texts = (calibration_texts(state.recipe, data_dir, CALIBRATION_SENTENCES)
+                           or (dev.texts if dev else FALLBACK_SENTENCES))
+            calib = _batches(tokenizer, calib_texts, max_length, names)
             quant_info = quant.quantize(src, work / "quantized.onnx", opts.quantize, calib)
             quant_info["int8_ops"] = quant.int8_ops(work / "quantized.onnx")
             final = work / "quantized.onnx"
@@ -160,47 +156,48 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         for extra in ("special_tokens_map.json", "vocab.txt", "added_tokens.json"):
             (tmp / extra).unlink(missing_ok=True)
 
-        from ..runtime import make_session
+        from ..runtime import make_session, read_verified
 
         pad_token = tokenizer.pad_token or "[PAD]"
         draft = {"files": sha256_tree(tmp), "tensors": tensors}
-        session = make_session(tmp, draft)
+        session = make_session(read_verified(tmp, draft), draft)
         bundle_logits = optimize.run_logits(session, verify_feeds)
         if opts.quantize == "none":
             report.checks.append(verify.compare_logits(f"bundle ({opts.describe()})", ref_logits,
                                                        bundle_logits, verify.FP32_ATOL))
         else:
-            report.checks.append(verify.compare_labels(f"bundle ({opts.describe()})", ref_logits, bundle_logits))
+            report.checks.append(verify.compare_labels(f"bundle ({opts.describe()})", ref_logits, bundle_logits,
+                                                       opts.int8_min_agreement))
 
         accuracy: dict[str, Any] = {"measured": False, "reason": no_data_reason, "fp32": None,
                                     "bundle": None, "int8": None, "examples": 0}
         if dev is not None:
-            label_ids = _label_ids(dev.labels, model.config)
-            if label_ids is None:
-                accuracy["reason"] = (f"labels in {dev.source} do not match the model's labels "
-                                      f"{list((model.config.label2id or {}).keys())}")
-            else:
-                _say(progress, f"measuring accuracy on {len(dev.texts)} dev sentences")
-                feeds = _batches(tokenizer, dev.texts, max_length, names)
-                fp32 = _accuracy(_torch_logits(reference, feeds), label_ids)
-                got = _accuracy(optimize.run_logits(session, feeds), label_ids)
-                accuracy.update(measured=True, reason="", fp32=fp32, bundle=got, examples=len(label_ids),
-                                data=str(dev.source))
-                if opts.quantize.startswith("int8"):
-                    accuracy["int8"] = got
-                    report.checks.append(verify.compare_accuracy("int8 accuracy", fp32, got))
+            _say(progress, f"measuring accuracy on {len(dev.texts)} {dev.split} sentences")
+            feeds = _batches(tokenizer, dev.texts, max_length, names)
+            fp32 = torch_accuracy(reference, tokenizer, dev.texts, dev.label_ids, max_length, batch_size=BATCH)
+            got = _ort_accuracy(optimize.run_logits(session, feeds), dev.label_ids)
+            accuracy.update(measured=True, reason="", fp32=fp32, bundle=got, examples=len(dev.label_ids),
+                            data=str(dev.source), split=dev.split)
+            if opts.quantize.startswith("int8"):
+                accuracy["int8"] = got
+                report.checks.append(verify.compare_accuracy("int8 accuracy", fp32, got, opts.int8_max_drop))
         del session
         report.raise_if_failed()
 
         dense_bytes = sum(p.numel() * 4 for p in reference.parameters())
         bundle_bytes = sum(e["bytes"] for e in sha256_tree(tmp).values())
+        dense_accuracy = state.metrics.get("dense_accuracy")
+        source = {"checkpoint": str(checkpoint_dir.resolve()), "model": state.recipe.get("model"),
+                  "recipe_sha256": state.recipe_sha256, "recipe": state.recipe,
+                  "checkpoint_sha256": checkpoint_identity(checkpoint_dir),
+                  "architecture": type(reference).__name__, "step": state.step,
+                  # train's dense-teacher accuracy on the recipe's eval split (None: no teacher)
+                  "dense_accuracy": (float(dense_accuracy) if isinstance(dense_accuracy, (int, float))
+                                     and not isinstance(dense_accuracy, bool) else None)}
         manifest = bundle_mod.Manifest(
-            source={"checkpoint": str(checkpoint_dir.resolve()), "model": state.recipe.get("model"),
-                    "recipe_sha256": state.recipe_sha256,
-                    "checkpoint_sha256": sha256_json(sha256_tree(checkpoint_dir)),
-                    "architecture": type(reference).__name__, "step": state.step},
+            source=source, raw_labels=[str(v) for v in state.raw_labels],
             target=opts.target_name, format=opts.fmt, allowed_forms=list(opts.forms),
-            quantization=quant_info, structured=opts.structured,
+            quantization=quant_info, structured=removed,
             labels=[str(reference.config.id2label[i]) for i in range(reference.config.num_labels)],
             max_length=max_length, inputs=names, pad_token=pad_token,
             pad_token_id=int(tokenizer.pad_token_id or 0),

@@ -1,14 +1,17 @@
 """Structured removal: make pruned heads and FFN neurons physically absent, exactly.
 
 transformers 5 has no `prune_heads`, and BERT's config holds one `num_attention_heads`, so each layer's
-attention module gets its own `num_attention_heads`/`all_head_size` here. Both the eager and the sdpa
-attention paths reshape with `view(..., -1, head_size)`, so a smaller q/k/v simply means fewer heads.
+attention module gets its own `num_attention_heads`/`all_head_size` (DistilBERT: `n_heads`) here. The
+eager and sdpa attention paths of both families reshape with `view(..., -1, head_size)`, so a smaller
+q/k/v simply means fewer heads. Where the matrices live comes from `edgeprune.layout.encoder_layout`,
+the one layer map pruning uses too.
 
 What may be removed is decided by exactness, not by sparsity: a head contributes to the layer only
 through its columns of `attention.output.dense`, a neuron only through its column of `output.dense`;
 when those columns are zero the head/neuron computes nothing and its rows can go. A layer whose heads
 are all gone is *not* an identity: `LayerNorm(x + output.dense.bias)` remains, so it is replaced by that
-constant-bias path; likewise for a layer without neurons. A layer without both is reduced to the two
+constant-bias path (DistilBERT: the attention returns its output bias and the block's own residual +
+LayerNorm follow); likewise for a layer without neurons. A layer without both is reduced to the two
 bias + LayerNorm steps (recorded as `reduced`), never silently dropped.
 """
 
@@ -48,7 +51,7 @@ def _torch_modules():
     from torch import nn
 
     class BiasResidualNorm(nn.Module):
-        """What a block computes once every head/neuron is gone: LayerNorm(residual + bias)."""
+        """What a BERT block computes once every head/neuron is gone: LayerNorm(residual + bias)."""
 
         def __init__(self, bias, layer_norm):
             super().__init__()
@@ -60,7 +63,7 @@ def _torch_modules():
             return self.LayerNorm(residual + self.bias)
 
     class HeadlessAttention(nn.Module):
-        """Replaces `layer.attention` when no head is left; keeps the (output, weights) interface."""
+        """Replaces BERT's `layer.attention` when no head is left; keeps the (output, weights) interface."""
 
         def __init__(self, bias, layer_norm):
             super().__init__()
@@ -70,24 +73,39 @@ def _torch_modules():
             return self.output(hidden_states), None
 
     class PassThrough(nn.Module):
-        """Replaces `layer.intermediate` when no neuron is left; its output is ignored downstream."""
+        """Replaces BERT's `layer.intermediate` when no neuron is left; its output is ignored downstream."""
 
         def forward(self, hidden_states):
             return hidden_states
 
-    return torch, nn, BiasResidualNorm, HeadlessAttention, PassThrough
+    class ConstantBias(nn.Module):
+        """DistilBERT: an attention (returns (bias, None)) or FFN (returns bias) with nothing left; the
+        block's own residual + LayerNorm follow it."""
+
+        def __init__(self, bias, pair: bool):
+            super().__init__()
+            self.bias = nn.Parameter(bias.detach().clone())
+            self.pair = pair
+
+        def forward(self, hidden_states, *args, **kwargs):
+            out = self.bias.expand_as(hidden_states)
+            return (out, None) if self.pair else out
+
+    return torch, nn, BiasResidualNorm, HeadlessAttention, PassThrough, ConstantBias
 
 
 def encoder_layers(model):
-    """The BERT-style encoder layers (BERT, RoBERTa, MiniLM, ...), or a ModelError naming the family."""
-    base = getattr(model, "base_model", model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if layers is None or not hasattr(layers[0], "attention") or not hasattr(layers[0].attention, "self"):
+    """The encoder layer map (`edgeprune.layout.encoder_layout`), or a ModelError naming the family."""
+    from ..layout import encoder_layout
+
+    try:
+        return encoder_layout(model)
+    except (ModelError, AttributeError) as exc:
         raise ModelError(
-            f"structured removal supports BERT-style encoders; {type(model).__name__} is not one",
+            f"structured removal supports BERT-style and DistilBERT-style encoders; {type(model).__name__} "
+            f"is not one ({getattr(exc, 'problem', exc)})",
             "convert with --no-structured (masks applied, nothing removed)",
-        )
-    return layers
+        ) from exc
 
 
 def _check_zero(tensor, what: str) -> None:
@@ -108,9 +126,19 @@ def _indices(state_map: dict, layer: int, total: int, kind: str) -> list[int]:
     return idx
 
 
+def _parent(model, name: str):
+    parent, _, attr = name.rpartition(".")
+    return model.get_submodule(parent), attr
+
+
+def _set(model, name: str, module) -> None:
+    parent, attr = _parent(model, name)
+    setattr(parent, attr, module)
+
+
 def remove_structure(model, heads_pruned: dict, neurons_pruned: dict) -> StructureReport:
     """Shrink `model` in place; raises CheckpointError when a pruned head/neuron is not really zero."""
-    torch, nn, BiasResidualNorm, HeadlessAttention, PassThrough = _torch_modules()
+    torch, nn, BiasResidualNorm, HeadlessAttention, PassThrough, ConstantBias = _torch_modules()
     layers = encoder_layers(model)
     for key in list(heads_pruned) + list(neurons_pruned):
         if not 0 <= int(key) < len(layers):
@@ -118,39 +146,51 @@ def remove_structure(model, heads_pruned: dict, neurons_pruned: dict) -> Structu
                                   "the state and model come from different runs; re-run `edgeprune train`")
     report = StructureReport()
     with torch.no_grad():
-        for i, layer in enumerate(layers):
-            att = layer.attention
-            n_heads = att.self.num_attention_heads
-            size = att.self.attention_head_size
+        for i, lay in enumerate(layers):
+            bert = lay.q.endswith("attention.self.query")
+            get = model.get_submodule
+            n_heads, size = lay.num_heads, lay.head_dim
             report.head_size = size
             gone = _indices(heads_pruned, i, n_heads, "heads")
+            o = get(lay.o)
             for h in gone:
-                _check_zero(att.output.dense.weight[:, h * size:(h + 1) * size],
-                            f"layer {i} head {h} columns of attention.output.dense")
+                _check_zero(o.weight[:, h * size:(h + 1) * size], f"layer {i} head {h} columns of {lay.o}")
             keep_heads = [h for h in range(n_heads) if h not in gone]
             if not keep_heads:
-                layer.attention = HeadlessAttention(att.output.dense.bias, att.output.LayerNorm)
+                if bert:
+                    attention = get(f"{lay.prefix}.attention")
+                    _set(model, f"{lay.prefix}.attention", HeadlessAttention(o.bias, attention.output.LayerNorm))
+                else:
+                    _set(model, f"{lay.prefix}.attention", ConstantBias(o.bias, pair=True))
             elif gone:
                 rows = torch.tensor([h * size + j for h in keep_heads for j in range(size)])
-                for name in ("query", "key", "value"):
-                    setattr(att.self, name, _take_rows(nn, getattr(att.self, name), rows))
-                att.output.dense = _take_cols(nn, att.output.dense, rows)
-                att.self.num_attention_heads = len(keep_heads)
-                att.self.all_head_size = len(keep_heads) * size
+                for name in lay.head_rows:
+                    _set(model, name, _take_rows(nn, get(name), rows))
+                _set(model, lay.o, _take_cols(nn, o, rows))
+                attention, _ = _parent(model, lay.q)
+                if hasattr(attention, "num_attention_heads"):
+                    attention.num_attention_heads = len(keep_heads)
+                    attention.all_head_size = len(keep_heads) * size
+                if hasattr(attention, "n_heads"):
+                    attention.n_heads = len(keep_heads)
 
-            inter, out = layer.intermediate.dense, layer.output.dense
+            inter, out = get(lay.ffn_in), get(lay.ffn_out)
             n_neurons = inter.out_features
             dropped = _indices(neurons_pruned, i, n_neurons, "neurons")
             if dropped:
-                _check_zero(out.weight[:, dropped], f"layer {i} pruned neuron columns of output.dense")
+                _check_zero(out.weight[:, dropped], f"layer {i} pruned neuron columns of {lay.ffn_out}")
             keep = [j for j in range(n_neurons) if j not in set(dropped)]
             if not keep:
-                layer.intermediate = PassThrough()
-                layer.output = BiasResidualNorm(out.bias, layer.output.LayerNorm)
+                if bert:
+                    _set(model, f"{lay.prefix}.intermediate", PassThrough())
+                    output = get(f"{lay.prefix}.output")
+                    _set(model, f"{lay.prefix}.output", BiasResidualNorm(out.bias, output.LayerNorm))
+                else:
+                    _set(model, f"{lay.prefix}.ffn", ConstantBias(out.bias, pair=False))
             elif dropped:
                 idx = torch.tensor(keep)
-                layer.intermediate.dense = _take_rows(nn, inter, idx)
-                layer.output.dense = _take_cols(nn, out, idx)
+                _set(model, lay.ffn_in, _take_rows(nn, inter, idx))
+                _set(model, lay.ffn_out, _take_cols(nn, out, idx))
             report.layers.append(LayerStructure(n_heads, len(keep_heads), n_neurons, len(keep)))
     return report
 
