@@ -64,7 +64,9 @@ def run(args) -> int:
             model, tokenizer = load_classifier(str(dense))
             source = str(out / "dense-checkpoint")
         magnitude = next((m for m in recipe.pruning if m.kind == "magnitude"), ModifierConfig())
-        layers = list(Pruner(model, [magnitude], total_steps=1).modifiers[0].modules)
+        # only the layer selection matters here, not the schedule
+        selection = dataclasses.replace(magnitude, start=0, end=0)
+        layers = list(Pruner(model, [selection], total_steps=1).modifiers[0].modules)
         with tqdm(total=len(layers) * len(sparsities), desc="sensitivity", unit="trial") as bar:
             baseline, rows = layer_sensitivity(model, tokenizer, data.eval.texts, data.ids(data.eval), layers,
                                                sparsities, recipe.data.max_length, progress=bar)
