@@ -149,6 +149,9 @@ class TargetProfile:
     isa: tuple[str, ...] = ()
     # lowest GPU compute capability the profile's formats pay off on (8.0 = Ampere, for 2:4); 0 = any
     min_gpu_capability: float = 0.0
+    # "full": ship the model's whole vocabulary; "train": trim the embeddings to the tokens the training
+    # split uses plus every character (see edgeprune.convert.vocab), verified like int8
+    vocabulary: str = "full"
     source: str = field(default="<python>", compare=False)
 
     def __post_init__(self):
@@ -186,6 +189,7 @@ class TargetProfile:
                         'set isa = ["avx2"], or leave it out')
         object.__setattr__(self, "isa", tuple(self.isa))
         _check_number(where, "min_gpu_capability", self.min_gpu_capability, high=20.0)
+        _check_choice(where, "vocabulary", self.vocabulary, VOCABULARIES)
         if not isinstance(self.workload, Workload) or not isinstance(self.budget, Budget):
             raise _fail(where, "workload/budget", "must be Workload and Budget objects", "build them first")
 
@@ -206,6 +210,7 @@ class TargetProfile:
             "budget": self.budget.to_dict(),
             "isa": list(self.isa),
             "min_gpu_capability": self.min_gpu_capability,
+            "vocabulary": self.vocabulary,
         }
 
     def sha256(self) -> str:
@@ -217,7 +222,7 @@ class TargetProfile:
         data = dict(data)
         _reject_unknown(source, "", data, {"name", "description", "arch", "providers", "threads", "formats",
                                            "quantization", "workload", "budget", "isa",
-                                           "min_gpu_capability"})
+                                           "min_gpu_capability", "vocabulary"})
         missing = [k for k in ("name", "arch", "providers", "threads", "formats", "quantization") if k not in data]
         if missing:
             raise TargetError(f"{source}: missing required key(s) {missing}",
@@ -239,6 +244,7 @@ class TargetProfile:
 
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+VOCABULARIES = ("full", "train")
 
 
 def _reject_unknown(where: str, prefix: str, data: Mapping[str, Any], known: set[str]) -> None:

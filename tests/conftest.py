@@ -39,10 +39,10 @@ def tiny_bert(num_labels: int = 2, seed: int = 0, **overrides):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64, num_labels=num_labels,
-                        id2label={i: f"l{i}" for i in range(num_labels)},
-                        label2id={f"l{i}": i for i in range(num_labels)}, **overrides)
+    sizes = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=37, max_position_embeddings=64)
+    config = BertConfig(num_labels=num_labels, id2label={i: f"l{i}" for i in range(num_labels)},
+                        label2id={f"l{i}": i for i in range(num_labels)}, **{**sizes, **overrides})
     return BertForSequenceClassification(config).eval()
 
 

@@ -59,3 +59,49 @@ def test_only_wordpiece_is_trimmed():
     spec["model"]["type"] = "BPE"
     with pytest.raises(ModelError, match="WordPiece"):
         plan_trim(json.dumps(spec), ["x"])
+
+
+def test_convert_with_a_trimmed_vocabulary_is_verified_and_smaller(tmp_path):
+    """End to end on a tiny checkpoint: fewer embedding rows, a tokenizer that matches, verified labels."""
+    from conftest import make_sentences, write_tsv
+    from edgeprune.cli import main
+    from edgeprune.runtime import Bundle
+    from edgeprune.train import train
+    from edgeprune.recipe import recipe_from_dict
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_tsv(data / "train.tsv", make_sentences(96, seed=1))
+    write_tsv(data / "dev.tsv", make_sentences(32, seed=2))
+    model_dir = tmp_path / "model"
+    big = tiny_tokenizer()
+    # a vocabulary with words the data never uses, as a real one has
+    from tokenizers import Tokenizer
+    spec = json.loads(big.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    for i in range(200):
+        vocab[f"unused{i}"] = len(vocab)
+    from transformers import PreTrainedTokenizerFast
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), unk_token="[UNK]",
+                                  pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tiny_bert(vocab_size=len(vocab)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    ck = train(recipe_from_dict({"model": str(model_dir), "data": {"path": str(data), "max_length": 16},
+                                 "training": {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3}}),
+               tmp_path / "ck", progress=False)
+    full, trimmed = tmp_path / "full", tmp_path / "trimmed"
+    assert main(["convert", str(ck), "-o", str(full), "--quiet"]) == 0
+    assert main(["convert", str(ck), "-o", str(trimmed), "--vocabulary", "train", "--quiet",
+                 "--int8-min-agreement", "0.9"]) == 0
+    b_full, b_trim = Bundle.load(full), Bundle.load(trimmed)
+    info = b_trim.manifest["vocabulary"]
+    assert info["mode"] == "train" and info["vocab_after"] < info["vocab_before"] == len(vocab)
+    assert info["tokenization_agreement"] == 1.0  # the toy dev set uses only training words
+    assert b_trim.manifest["sizes"]["bundle_bytes"] < b_full.manifest["sizes"]["bundle_bytes"]
+    texts = ["a great film", "dull and boring story"]
+    assert [p.label for p in b_trim.predict(texts)] == [p.label for p in b_full.predict(texts)]
+    import numpy as np
+
+    full_scores = np.array([p.scores for p in b_full.predict(texts)])
+    trim_scores = np.array([p.scores for p in b_trim.predict(texts)])
+    assert np.allclose(full_scores, trim_scores, atol=1e-4)  # same tokens, same rows: same outputs

@@ -57,6 +57,7 @@ class Manifest:
     verification: dict[str, Any]
     accuracy: dict[str, Any]
     notes: list[str]
+    vocabulary: dict[str, Any] = field(default_factory=lambda: {"mode": "full"})  # trim, if any (convert.vocab)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION

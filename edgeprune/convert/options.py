@@ -32,9 +32,16 @@ class ConvertOptions:
     warnings: tuple[str, ...] = field(default=())
     int8_min_agreement: float = INT8_MIN_LABEL_AGREEMENT  # int8 verification: share of labels agreeing
     int8_max_drop: float = INT8_MAX_ACCURACY_DROP          # int8 verification: accuracy drop allowed
+    vocabulary: str = "full"   # full | train (trim embeddings to the training split's tokens + characters)
 
     def describe(self) -> str:
-        return f"{'structured, ' if self.structured else ''}{'/'.join(self.forms)}, {self.quantize}"
+        trimmed = ", trimmed vocabulary" if self.vocabulary == "train" else ""
+        return f"{'structured, ' if self.structured else ''}{'/'.join(self.forms)}, {self.quantize}{trimmed}"
+
+    @property
+    def approximate(self) -> bool:
+        """int8 and a trimmed vocabulary change outputs: verified by labels and accuracy, not logits."""
+        return self.quantize != "none" or self.vocabulary == "train"
 
     def notes(self) -> list[str]:
         out = [SPEED_NOTE]
@@ -48,8 +55,12 @@ def _fraction(name: str, value) -> float:
     return float(value)
 
 
+VOCABULARY_CHOICES = ("full", "train")
+
+
 def resolve_options(target, fmt: str | None, quantize: str | None, structured: bool = True,
-                    int8_min_agreement: float | None = None, int8_max_drop: float | None = None) -> ConvertOptions:
+                    int8_min_agreement: float | None = None, int8_max_drop: float | None = None,
+                    vocabulary: str | None = None) -> ConvertOptions:
     """int8 limits: as given, else the drop from the target's budget.max_accuracy_drop when set (> 0),
     else the defaults in `verify`."""
     if target is not None and isinstance(target, str):
@@ -64,6 +75,9 @@ def resolve_options(target, fmt: str | None, quantize: str | None, structured: b
     max_drop = _fraction("--int8-max-drop", int8_max_drop)
     if fmt is not None and fmt not in FORMAT_CHOICES:
         raise ConvertOptionError(f"unknown format {fmt!r}", f"use one of: {', '.join(FORMAT_CHOICES)}")
+    vocabulary = vocabulary or (getattr(target, "vocabulary", "full") if target is not None else "full")
+    if vocabulary not in VOCABULARY_CHOICES:
+        raise ConvertOptionError(f"unknown vocabulary {vocabulary!r}", f"use one of: {', '.join(VOCABULARY_CHOICES)}")
     if quantize is not None and quantize not in MODES:
         raise ConvertOptionError(f"unknown quantization {quantize!r}", f"use one of: {', '.join(MODES)}")
     target_forms = tuple(f for f in (target.formats if target else ()) if f in PAYS_OFF)
@@ -91,4 +105,4 @@ def resolve_options(target, fmt: str | None, quantize: str | None, structured: b
     elif target is not None and quantize != target.quantization and quantize != "none":
         warnings.append(f"quantization {quantize} differs from {target.name}'s {target.quantization}")
     return ConvertOptions(fmt, forms, quantize, bool(structured), getattr(target, "name", None), gpu,
-                          tuple(warnings), min_agreement, max_drop)
+                          tuple(warnings), min_agreement, max_drop, vocabulary)

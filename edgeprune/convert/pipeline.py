@@ -73,9 +73,39 @@ def _eval_set(state: ckpt.PruningState, data_dir, eval_limit):
     return load_eval_set(state.recipe, state.raw_labels, data_dir, eval_limit), ""
 
 
+def _trim_vocabulary(model, tokenizer, state, data_dir, check_texts: list[str]):
+    """Trim `model`'s embeddings in place; return the matching tokenizer and what was done."""
+    from transformers import PreTrainedTokenizerFast
+
+    from ..eval_data import calibration_texts
+    from .vocab import apply_to_model, plan_trim, tokenization_agreement
+
+    texts = calibration_texts(state.recipe, data_dir, None)
+    if not texts:
+        raise DataError("vocabulary 'train' needs the recipe's training split, which is not a local file here",
+                        "pass --data DIR with the training file, or convert with --vocabulary full")
+    original = tokenizer.backend_tokenizer.to_str()
+    plan = plan_trim(original, texts)
+    apply_to_model(model, plan.kept_ids)
+    trimmed = PreTrainedTokenizerFast(tokenizer_object=_tokenizer_from_str(plan.tokenizer_json),
+                                      **{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
+                                      model_max_length=tokenizer.model_max_length)
+    info = {"mode": "train", **plan.to_json(), "training_sentences": len(texts),
+            "tokenization_agreement": tokenization_agreement(original, plan, check_texts),
+            "agreement_sentences": len(check_texts)}
+    return trimmed, info
+
+
+def _tokenizer_from_str(text: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(text)
+
+
 def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
                        overwrite=False, data_dir=None, eval_limit=None, progress=True,
-                       int8_min_agreement: float | None = None, int8_max_drop: float | None = None) -> Path:
+                       int8_min_agreement: float | None = None, int8_max_drop: float | None = None,
+                       vocabulary: str | None = None) -> Path:
     """Turn a pruned checkpoint into a verified kiosk bundle at `out_dir`; returns `out_dir`.
 
     int8 bundles are verified by label agreement with the fp32 checkpoint (>= `int8_min_agreement`,
@@ -88,7 +118,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
 
     out_dir = Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir)
-    opts = resolve_options(target, fmt, quantize, structured, int8_min_agreement, int8_max_drop)
+    opts = resolve_options(target, fmt, quantize, structured, int8_min_agreement, int8_max_drop, vocabulary)
     check_output_free(out_dir, overwrite)
     state = ckpt.read_pruning_state(checkpoint_dir)
     for note in opts.warnings:
@@ -127,13 +157,23 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
     if removed:
         report.checks.append(verify.compare_logits("structured removal (torch)", ref_logits,
                                                    _torch_logits(model, verify_feeds), verify.FP32_ATOL))
+    source_tokenizer, vocab_info = tokenizer, {"mode": "full"}
+    exact_logits = ref_logits  # what the exported graph must reproduce to fp32 tolerance
+    if opts.vocabulary == "train":
+        _say(progress, "trimming the vocabulary to the training split")
+        tokenizer, vocab_info = _trim_vocabulary(model, tokenizer, state, data_dir,
+                                                 dev.texts if dev else verify_texts)
+        verify_feeds = _batches(tokenizer, verify_texts, max_length, names)
+        exact_logits = _torch_logits(model, verify_feeds)
+        report.checks.append(verify.compare_labels("vocabulary trim (torch)", ref_logits, exact_logits,
+                                                   opts.int8_min_agreement))
 
     with tempfile.TemporaryDirectory(prefix="edgeprune-convert-") as work, \
             atomic_dir(out_dir, overwrite=overwrite) as tmp:
         work = Path(work)
         _say(progress, "exporting to ONNX")
         export_onnx(model, tokenizer, work / "export.onnx", verify_texts, max_length, layout)
-        report.checks.append(verify.compare_logits("onnx export (fp32)", ref_logits,
+        report.checks.append(verify.compare_logits("onnx export (fp32)", exact_logits,
                                                    optimize.run_logits(work / "export.onnx", verify_feeds),
                                                    verify.FP32_ATOL))
         _say(progress, "fusing attention / LayerNorm / GELU")
@@ -163,9 +203,9 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         session = make_session(read_verified(tmp, draft), draft)
         bundle_logits = optimize.run_logits(session, verify_feeds)
         if opts.quantize == "none":
-            report.checks.append(verify.compare_logits(f"bundle ({opts.describe()})", ref_logits,
+            report.checks.append(verify.compare_logits(f"bundle ({opts.describe()})", exact_logits,
                                                        bundle_logits, verify.FP32_ATOL))
-        else:
+        if opts.approximate:
             report.checks.append(verify.compare_labels(f"bundle ({opts.describe()})", ref_logits, bundle_logits,
                                                        opts.int8_min_agreement))
 
@@ -174,13 +214,16 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         if dev is not None:
             _say(progress, f"measuring accuracy on {len(dev.texts)} {dev.split} sentences")
             feeds = _batches(tokenizer, dev.texts, max_length, names)
-            fp32 = torch_accuracy(reference, tokenizer, dev.texts, dev.label_ids, max_length, batch_size=BATCH)
+            fp32 = torch_accuracy(reference, source_tokenizer, dev.texts, dev.label_ids, max_length,
+                                  batch_size=BATCH)
             got = _ort_accuracy(optimize.run_logits(session, feeds), dev.label_ids)
             accuracy.update(measured=True, reason="", fp32=fp32, bundle=got, examples=len(dev.label_ids),
                             data=str(dev.source), split=dev.split)
             if opts.quantize.startswith("int8"):
                 accuracy["int8"] = got
-                report.checks.append(verify.compare_accuracy("int8 accuracy", fp32, got, opts.int8_max_drop))
+            if opts.approximate:
+                report.checks.append(verify.compare_accuracy(f"accuracy ({opts.describe()})", fp32, got,
+                                                             opts.int8_max_drop))
         del session
         report.raise_if_failed()
 
@@ -207,7 +250,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
             structure=structure, optimization=opt.to_json(), tensors=tensors,
             sizes={"bundle_bytes": bundle_bytes, "model_onnx_bytes": (tmp / "model.onnx").stat().st_size,
                    "reference_dense_fp32_param_bytes": dense_bytes, "small_dense_tensor_bytes": small_bytes},
-            verification=report.to_json(), accuracy=accuracy, notes=opts.notes(),
+            verification=report.to_json(), accuracy=accuracy, notes=opts.notes(), vocabulary=vocab_info,
         )
         bundle_mod.finish(tmp, manifest)
     _say(progress, f"bundle written to {out_dir}")
