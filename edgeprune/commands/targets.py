@@ -35,6 +35,7 @@ def _show(profile) -> str:
         f"  workload      batch {profile.workload.batch_size}, sequence length "
         f"{profile.workload.sequence_length}",
         f"  isa           {', '.join(profile.isa) or 'any (not pinned)'}",
+        f"  vocabulary    {profile.vocabulary}",
     ]
     if profile.gpu:
         lines.append(f"  min GPU       sm{profile.min_gpu_capability:g}" if profile.min_gpu_capability else "  min GPU       any")
