@@ -89,7 +89,8 @@ def _trim_vocabulary(model, tokenizer, state, data_dir, check_texts: list[str]):
     apply_to_model(model, plan.kept_ids)
     trimmed = PreTrainedTokenizerFast(tokenizer_object=_tokenizer_from_str(plan.tokenizer_json),
                                       **{k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)},
-                                      model_max_length=tokenizer.model_max_length)
+                                      model_max_length=tokenizer.model_max_length,
+                                      model_input_names=list(tokenizer.model_input_names))
     info = {"mode": "train", **plan.to_json(), "training_sentences": len(texts),
             "tokenization_agreement": tokenization_agreement(original, plan, check_texts),
             "agreement_sentences": len(check_texts)}
