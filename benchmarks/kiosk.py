@@ -68,9 +68,7 @@ def say(line: str) -> None:
 
 def dense_recipe(recipe):
     """The dense fine-tuned reference: same model, data and training budget, no pruning, no teacher."""
-    from edgeprune.recipe import DistillationConfig
-
-    return dataclasses.replace(recipe.without_pruning(), distillation=DistillationConfig())
+    return recipe.dense_reference()
 
 
 def unstructured_recipe(recipe, sparsity: float):
@@ -460,15 +458,11 @@ def bar_checks(rows: dict[str, dict[str, Any]], dense_accuracy: float | None) ->
     return checks
 
 
-def _fmt(v, digits=4):
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
 
 
 def format_markdown(result: dict[str, Any]) -> str:
+    from edgeprune.bench.report import _fmt
+
     host = result["host"]
     w = result["workload"]
     seq = next((r["latency_ms"]["sequence_length"] for r in result["rows"] if r["latency_ms"]), w["sequence_length"])

@@ -107,23 +107,30 @@ def load_masks(path: Path) -> dict:
     return {k: v.to(torch.bool) for k, v in load_file(str(file)).items()}
 
 
-def load_checkpoint(path: Path):
-    """(model, tokenizer, masks, state) from a checkpoint folder, with the masks re-applied."""
-    import torch
+def load_classifier_folder(path: Path):
+    """(model in eval mode, tokenizer) of a save_pretrained classifier folder, or a one-line error."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from .models import quiet_transformers
 
-    path = Path(path)
-    state = read_pruning_state(path)
-    masks = load_masks(path)
     try:
         with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(path)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the model in {path} ({exc})",
-                              "pass a complete folder written by `edgeprune train`") from exc
+        raise CheckpointError(f"cannot load a classifier from {path} ({str(exc).splitlines()[0][:160]})",
+                              "pass a save_pretrained classifier folder or an edgeprune checkpoint") from exc
+    return model.eval(), tokenizer
+
+
+def load_checkpoint(path: Path):
+    """(model, tokenizer, masks, state) from a checkpoint folder, with the masks re-applied."""
+    import torch
+
+    path = Path(path)
+    state = read_pruning_state(path)
+    masks = load_masks(path)
+    model, tokenizer = load_classifier_folder(path)
     params = dict(model.named_parameters())
     missing = sorted(set(masks) - set(params))
     if missing:

@@ -60,25 +60,13 @@ def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle u
 def load_torch_classifier(folder: Path):
     """(model, tokenizer) of an edgeprune checkpoint (masks re-applied) or of a plain `save_pretrained`
     classifier folder (a dense fine-tuned reference such as a distillation teacher)."""
-    from ..checkpoint import STATE_FILE, load_checkpoint
-    from ..errors import CheckpointError
+    from ..checkpoint import STATE_FILE, load_checkpoint, load_classifier_folder
 
     folder = Path(folder)
     if (folder / STATE_FILE).is_file():
         model, tokenizer, _, _ = load_checkpoint(folder)
         return model, tokenizer
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from ..models import quiet_transformers
-
-    try:
-        with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(folder)
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load a classifier from {folder} ({str(exc).splitlines()[0][:160]})",
-                              "pass a save_pretrained classifier folder or an edgeprune checkpoint") from exc
-    return model.eval(), tokenizer
+    return load_classifier_folder(folder)
 
 
 def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], Feeds], max_length: int | None = None,
