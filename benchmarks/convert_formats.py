@@ -169,18 +169,22 @@ VARIANTS = [  # (name, pruning, [(format, quantize)])
 ]
 
 
-def measure(bundles, sentences, rounds):
-    """Round-robin over bundles per sentence, so drift on the host hits every bundle alike."""
+def measure(bundles, sentences, rounds, rewarm=5):
+    """Each round times every bundle over all sentences, one bundle after another (A B C, A B C, ...), so
+    drift on the host hits every bundle alike; each visit starts with `rewarm` untimed runs.
+
+    Not round-robin per sentence: ONNX Runtime's pool threads spin for a while after a run, and with one
+    run per visit every bundle competed with the previous one's spinning threads (measured ~10x slower
+    at p50 than alone on this 2-core host)."""
     times = {name: [] for name in bundles}
-    for b in bundles.values():  # warm-up
-        for s in sentences[:10]:
-            b.logits([s])
     feeds = {name: [b.encode([s]) for s in sentences] for name, b in bundles.items()}
     for _ in range(rounds):
-        for i in range(len(sentences)):
-            for name, b in bundles.items():
+        for name, b in bundles.items():
+            for f in feeds[name][:rewarm]:
+                b.session.run(None, f)
+            for f in feeds[name]:
                 t0 = time.perf_counter()
-                b.session.run(None, feeds[name][i])
+                b.session.run(None, f)
                 times[name].append((time.perf_counter() - t0) * 1e3)
     return {name: {"p50_ms": float(np.percentile(t, 50)), "p95_ms": float(np.percentile(t, 95)),
                    "mean_ms": float(np.mean(t))} for name, t in times.items()}

@@ -306,17 +306,24 @@ def _bundle_facts(row: Row, bundle) -> Row:
     return row
 
 
+REWARM = 5  # untimed runs at every later visit
+
+
 def interleaved_latency(timers: dict[str, Callable[[int, int], list[float]]], runs: int, warmup: int,
                         chunk: int) -> dict[str, list[float]]:
     """Timed runs per model, in rounds of `chunk` runs visiting every model in turn (A B C, A B C, ...);
-    each model's first visit starts with `warmup` untimed runs."""
+    each model's first visit starts with `warmup` untimed runs, every later one with `REWARM`.
+
+    The re-warm matters: ONNX Runtime's pool threads spin for a while after a run, so the first runs
+    after switching sessions compete with the previous session's spinning threads. Measured here with
+    one run per visit (no re-warm), every model looked ~10x slower at p50 than measured alone."""
     samples: dict[str, list[float]] = {name: [] for name in timers}
     first = True
     while any(len(s) < runs for s in samples.values()):
         for name, timer in timers.items():
             n = min(chunk, runs - len(samples[name]))
             if n > 0:
-                samples[name] += list(timer(n, warmup if first else 0))
+                samples[name] += list(timer(n, warmup if first else REWARM))
         first = False
     return samples
 
@@ -539,7 +546,7 @@ def plot(result: dict[str, Any], file: Path) -> None:
 
 def run_kiosk_benchmark(*, dense_checkpoint: Path, kiosk_bundle: Path, unstructured_bundle: Path | None,
                         extras: Sequence[tuple[str, Path]] = (), scratch: Path, data_dir: Path | None = None,
-                        target: str = TARGET, runs: int = 200, warmup: int = 20, chunk: int = 10,
+                        target: str = TARGET, runs: int = 200, warmup: int = 20, chunk: int = 25,
                         eval_limit: int | None = None, deepsparse_py: str | None = None,
                         deepsparse: bool = True, recipe_name: str = "", notes: Sequence[str] = ()) -> dict[str, Any]:
     """Measure every row side by side and return the result (what kiosk.json holds)."""
@@ -729,7 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-limit", type=int, help="score only the first N dev sentences")
     parser.add_argument("--runs", type=int, default=300, help="timed runs per model (default: 300)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs per model first (default: 20)")
-    parser.add_argument("--chunk", type=int, default=10, help="runs per model per interleaved round (default: 10)")
+    parser.add_argument("--chunk", type=int, default=25, help="runs per model per interleaved round (default: 25)")
     parser.add_argument("--target", default=TARGET, help="target profile (default: cpu-kiosk)")
     parser.add_argument("--deepsparse-python", help="an interpreter with deepsparse installed (a separate venv)")
     parser.add_argument("--no-deepsparse", action="store_true", help="leave the DeepSparse row out")
