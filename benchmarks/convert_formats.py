@@ -154,7 +154,8 @@ def write_checkpoint(folder, pruning, data_dir):
     state = PruningState(recipe=recipe, recipe_sha256=sha256_json(recipe),
                          global_sparsity=sum(int((~m).sum()) for m in masks.values()) / total,
                          per_layer_sparsity={k: float(1 - m.float().mean()) for k, m in masks.items()},
-                         heads_pruned=heads, neurons_pruned=neurons, nm=nm, max_length=64)
+                         heads_pruned=heads, neurons_pruned=neurons, nm=nm, max_length=64,
+                         labels=["0", "1"], raw_labels=["0", "1"])
     save_checkpoint(folder, model, tok, masks, state)
     return folder
 
