@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-min-agreement", type=float, metavar="F",
                         help="int8 verification: least share of sentences whose label matches fp32 (default: 0.9)")
     parser.add_argument("--int8-max-drop", type=float, metavar="F",
-                        help="int8 verification: largest accuracy drop vs fp32 (default: the target's "
-                             "budget.max_accuracy_drop when set, else 0.03)")
+                        help="int8 / trimmed-vocabulary verification: largest accuracy drop vs the checkpoint "
+                             "(default: 0.03; the target's accuracy budget is gate's to judge)")
     parser.add_argument("--vocabulary", choices=("full", "train"),
                         help="train: trim the embeddings to the tokens of the training split plus every "
                              "character, verified like int8 (default: the target's vocabulary, else full)")
