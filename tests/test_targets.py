@@ -21,7 +21,7 @@ def test_builtins_load_as_designed():
     kiosk = resolve_target("cpu-kiosk")
     assert (kiosk.arch, kiosk.providers, kiosk.threads) == ("x86_64", ("CPUExecutionProvider",), 2)
     assert kiosk.formats == ("structured", "csr") and kiosk.quantization == "int8-dynamic"
-    assert kiosk.workload == Workload(batch_size=1, sequence_length=64)
+    assert kiosk.workload == Workload(batch_size=1, sequence_length="dataset")
     assert kiosk.budget.latency_p95_ms == 0.0 and kiosk.budget.max_accuracy_drop == 0.01
     gpu = resolve_target("ampere-gpu")
     assert gpu.gpu and "2:4" in gpu.formats and gpu.quantization == "fp16" and gpu.min_gpu_capability == 8.0
