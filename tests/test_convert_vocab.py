@@ -54,6 +54,20 @@ def test_agreement_counts_sentences_split_differently():
     assert tokenization_agreement(original, plan, ["the film was great", "lovely"]) == 0.5
 
 
+def test_agreement_ignores_batch_padding_and_truncation():
+    """A tokenizer saved with padding=longest pads a whole batch to its longest sentence: one sentence
+    that splits longer must not make every other sentence count as changed."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(_tokenizer_json())
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    tok.enable_truncation(max_length=4)
+    padded = tok.to_str()
+    plan = plan_trim(padded, ["the film was great and very good but dull"])
+    assert "dull" in json.loads(plan.tokenizer_json)["model"]["vocab"]  # past the truncation length
+    assert tokenization_agreement(padded, plan, ["the film", "lovely", "a great film"]) == pytest.approx(2 / 3)
+
+
 def test_only_wordpiece_is_trimmed():
     spec = json.loads(_tokenizer_json())
     spec["model"]["type"] = "BPE"

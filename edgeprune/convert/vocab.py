@@ -47,7 +47,7 @@ def plan_trim(tokenizer_json: str, texts: Iterable[str]) -> VocabTrim:
         keep.add(vocab[model["unk_token"]])
     keep |= {i for tok, i in vocab.items()
              if len(tok) == 1 or (tok.startswith(prefix) and len(tok) == len(prefix) + 1)}
-    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer = _bare(Tokenizer.from_str(tokenizer_json))
     batch = list(texts)
     for i in range(0, len(batch), 1024):
         for enc in tokenizer.encode_batch(batch[i:i + 1024]):
@@ -99,6 +99,14 @@ def tokenization_agreement(original_json: str, trimmed: VocabTrim, texts: list[s
 
     if not texts:
         return 1.0
-    a, b = Tokenizer.from_str(original_json), Tokenizer.from_str(trimmed.tokenizer_json)
+    a, b = _bare(Tokenizer.from_str(original_json)), _bare(Tokenizer.from_str(trimmed.tokenizer_json))
     same = sum(x.tokens == y.tokens for x, y in zip(a.encode_batch(texts), b.encode_batch(texts)))
     return same / len(texts)
+
+
+def _bare(tokenizer):
+    """No padding, no truncation: a batch padded to its longest member would make every sentence differ
+    as soon as one splits longer, and truncation would hide tokens past max_length."""
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
