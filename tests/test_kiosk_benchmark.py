@@ -71,7 +71,8 @@ def test_every_row_and_column(measured):
             assert row["name"] == "deepsparse-sparse" and row["reason"]
             continue
         lat = row["latency_ms"]
-        assert lat["runs"] == RUNS and lat["batch_size"] == 1 and lat["sequence_length"] == 32
+        # cpu-kiosk times real sentence lengths (no padding beyond the sentence)
+        assert lat["runs"] == RUNS and lat["batch_size"] == 1 and lat["sequence_length"] == "dataset"
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
         assert 0 <= row["accuracy"] <= 1 and row["peak_rss_mb"] > 10
     by = {r["name"]: r for r in result["rows"]}
@@ -186,5 +187,6 @@ def test_interleaving_visits_models_in_turn():
         return run
 
     samples = kiosk.interleaved_latency({"a": timer("a"), "b": timer("b")}, runs=7, warmup=3, chunk=3)
-    assert order == [("a", 3, 3), ("b", 3, 3), ("a", 3, 0), ("b", 3, 0), ("a", 1, 0), ("b", 1, 0)]
+    r = kiosk.REWARM  # later visits re-warm: the previous session's pool threads may still be spinning
+    assert order == [("a", 3, 3), ("b", 3, 3), ("a", 3, r), ("b", 3, r), ("a", 1, r), ("b", 1, r)]
     assert {k: len(v) for k, v in samples.items()} == {"a": 7, "b": 7}
