@@ -307,6 +307,7 @@ def _bundle_facts(row: Row, bundle) -> Row:
 
 
 REWARM = 5  # untimed runs at every later visit
+SETTLE_S = 0.3  # idle pause before every visit: lets the previous model's spinning threads go to sleep
 
 
 def interleaved_latency(timers: dict[str, Callable[[int, int], list[float]]], runs: int, warmup: int,
@@ -315,14 +316,18 @@ def interleaved_latency(timers: dict[str, Callable[[int, int], list[float]]], ru
     each model's first visit starts with `warmup` untimed runs, every later one with `REWARM`.
 
     The re-warm matters: ONNX Runtime's pool threads spin for a while after a run, so the first runs
-    after switching sessions compete with the previous session's spinning threads. Measured here with
-    one run per visit (no re-warm), every model looked ~10x slower at p50 than measured alone."""
+    after switching sessions compete with the previous session's spinning threads, and PyTorch's OpenMP
+    workers spin far longer (up to ~0.2 s) after each forward pass. Measured here with one run per visit
+    (no re-warm), every model looked ~10x slower at p50 than measured alone; with a re-warm of 5 runs but
+    no pause, the small models' p95 was ~5x their p50. Each visit therefore starts with a `SETTLE_S`
+    idle pause, then the re-warm."""
     samples: dict[str, list[float]] = {name: [] for name in timers}
     first = True
     while any(len(s) < runs for s in samples.values()):
         for name, timer in timers.items():
             n = min(chunk, runs - len(samples[name]))
             if n > 0:
+                time.sleep(SETTLE_S)
                 samples[name] += list(timer(n, warmup if first else REWARM))
         first = False
     return samples
