@@ -241,6 +241,7 @@ class Pruner:
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
+        """For hand-written loops that call it between backward and step; the callback uses hooks."""
         for name, mask in self.masks.items():
             grad = self._params[name].grad
             if grad is not None:

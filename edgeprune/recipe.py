@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,8 +341,7 @@ def _build(cls, raw: Any, prefix: str, extra_ok: bool = False):
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is Union or (origin is not None and str(origin) == "<class 'types.UnionType'>") or \
-            type(hint).__name__ == "UnionType":
+    if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
