@@ -32,7 +32,8 @@ from .hashing import sha256_file, sha256_json, sha256_tree
 
 RECORDS = ".edgeprune-run"
 # the profile fields convert reads (format and quantization choice, warnings, the name in the manifest)
-CONVERT_FIELDS = ("name", "arch", "providers", "formats", "quantization", "min_gpu_capability", "vocabulary")
+CONVERT_FIELDS = ("name", "arch", "providers", "formats", "quantization", "min_gpu_capability", "vocabulary",
+                  "embeddings")
 STAGE_DIRS = {"train": "checkpoint", "convert": "bundle", "bench": "report"}
 
 

@@ -2,7 +2,9 @@
 
 Pruning loses accuracy that a dense fine-tuned teacher can give back: the student matches the teacher's
 softened distribution (KL at temperature T, scaled by T^2 so gradients keep their size) mixed by alpha with
-the ordinary cross-entropy on the labels (Hinton et al. 2015).
+the ordinary cross-entropy on the labels (Hinton et al. 2015). Optionally each layer's output is also
+pulled towards the teacher's (mean squared error over real tokens, TinyBERT / CoFi): structured pruning
+changes a layer's insides but not its hidden size, so the comparison needs no projection.
 """
 
 from __future__ import annotations
@@ -20,6 +22,31 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
                     reduction="batchmean", log_target=True) * (t * t)
     return alpha * soft + (1.0 - alpha) * hard_loss
+
+
+def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over layers of the MSE between matched layer outputs, over non-padding tokens only.
+
+    Index 0 (the embeddings) is skipped: pruning never touches it. With fewer student layers, student
+    layer i is matched to the teacher layer at the same relative depth."""
+    s_layers, t_layers = list(student_hidden)[1:], list(teacher_hidden)[1:]
+    if not s_layers:
+        raise ModelError("hidden-state distillation needs the encoder's hidden states",
+                         "set distillation.hidden_weight to 0 for this model")
+    ratio = len(t_layers) / len(s_layers)
+    mask = None if attention_mask is None else attention_mask.unsqueeze(-1).to(s_layers[0].dtype)
+    total = s_layers[0].new_zeros(())
+    for i, s in enumerate(s_layers):
+        t = t_layers[round((i + 1) * ratio) - 1]
+        if s.shape != t.shape:
+            raise ModelError(f"student layer {i} has hidden shape {tuple(s.shape)}, the teacher's "
+                             f"{tuple(t.shape)}", "distil hidden states only between models of one hidden size")
+        err = (s - t).pow(2)
+        if mask is None:
+            total = total + err.mean()
+        else:
+            total = total + (err * mask).sum() / (mask.sum() * s.shape[-1]).clamp_min(1.0)
+    return total / len(s_layers)
 
 
 def load_teacher(spec: str, student_config):
@@ -46,14 +73,20 @@ def load_teacher(spec: str, student_config):
 
 
 class DistillationTrainer(Trainer):
-    def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, **kwargs):
+    def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, hidden_weight: float = 0.0,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device)
-        self.alpha, self.temperature = alpha, temperature
+        self.alpha, self.temperature, self.hidden_weight = alpha, temperature, hidden_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        hidden = self.hidden_weight > 0 and model.training
+        outputs = model(**inputs, output_hidden_states=hidden)
         with torch.no_grad():
-            teacher_logits = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits
-        loss = distillation_loss(outputs.logits, teacher_logits, outputs.loss, self.alpha, self.temperature)
+            teacher_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"},
+                                       output_hidden_states=hidden)
+        loss = distillation_loss(outputs.logits, teacher_out.logits, outputs.loss, self.alpha, self.temperature)
+        if hidden:
+            loss = loss + self.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_out.hidden_states,
+                                                                 inputs.get("attention_mask"))
         return (loss, outputs) if return_outputs else loss

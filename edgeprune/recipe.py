@@ -149,24 +149,32 @@ class ModifierConfig:
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """Optional dense teacher: loss = alpha * KL(T) * T^2 + (1 - alpha) * cross-entropy.
+    """Optional dense teacher: loss = alpha * KL(T) * T^2 + (1 - alpha) * cross-entropy
+    + hidden_weight * MSE(student hidden states, teacher hidden states).
 
     `teacher: dense` builds the teacher first: the same recipe with no pruning and no distillation,
     trained into `CHECKPOINT.teacher` beside the output (reused while its recipe is unchanged). It is
     also the dense reference that bench and gate measure the accuracy drop against. `init_student`
     starts the student from the teacher's fine-tuned weights, so pruning begins from a converged model.
+    `hidden_weight` adds layer-wise distillation (TinyBERT, CoFi): head and neuron removal keeps the hidden
+    size, so each student layer's output can be pulled towards the teacher's; with `init_student` that
+    loss starts at zero and holds every layer near the converged model while its parts are removed.
     """
 
     teacher: str | None = None
     alpha: float = 0.5
     temperature: float = 2.0
     init_student: bool = False
+    hidden_weight: float = 0.0
 
     def __post_init__(self):
         _check(not self.init_student or bool(self.teacher), "distillation.init_student",
                "needs distillation.teacher (e.g. teacher: dense)")
         _check(0.0 <= self.alpha <= 1.0, "distillation.alpha", f"must be in [0, 1], got {self.alpha}")
         _check(self.temperature > 0, "distillation.temperature", f"must be > 0, got {self.temperature}")
+        _check(self.hidden_weight >= 0, "distillation.hidden_weight", f"must be >= 0, got {self.hidden_weight}")
+        _check(self.hidden_weight == 0 or bool(self.teacher), "distillation.hidden_weight",
+               "needs distillation.teacher (e.g. teacher: dense)")
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,10 @@ class TargetProfile:
     # "full": ship the model's whole vocabulary; "train": trim the embeddings to the tokens the training
     # split uses plus every character (see edgeprune.convert.vocab), verified like int8
     vocabulary: str = "full"
+    # "same": the word embeddings are quantized like the other weights; "int4": stored in 4-bit blocks
+    # (onnxruntime's GatherBlockQuantized, see edgeprune.convert.embeddings): the whole vocabulary at a
+    # third of int8's bytes, without the trimmed vocabulary's changed tokenization
+    embeddings: str = "same"
     source: str = field(default="<python>", compare=False)
 
     def __post_init__(self):
@@ -190,6 +194,7 @@ class TargetProfile:
         object.__setattr__(self, "isa", tuple(self.isa))
         _check_number(where, "min_gpu_capability", self.min_gpu_capability, high=20.0)
         _check_choice(where, "vocabulary", self.vocabulary, VOCABULARIES)
+        _check_choice(where, "embeddings", self.embeddings, EMBEDDINGS)
         if not isinstance(self.workload, Workload) or not isinstance(self.budget, Budget):
             raise _fail(where, "workload/budget", "must be Workload and Budget objects", "build them first")
 
@@ -211,6 +216,7 @@ class TargetProfile:
             "isa": list(self.isa),
             "min_gpu_capability": self.min_gpu_capability,
             "vocabulary": self.vocabulary,
+            "embeddings": self.embeddings,
         }
 
     def sha256(self) -> str:
@@ -222,7 +228,7 @@ class TargetProfile:
         data = dict(data)
         _reject_unknown(source, "", data, {"name", "description", "arch", "providers", "threads", "formats",
                                            "quantization", "workload", "budget", "isa",
-                                           "min_gpu_capability", "vocabulary"})
+                                           "min_gpu_capability", "vocabulary", "embeddings"})
         missing = [k for k in ("name", "arch", "providers", "threads", "formats", "quantization") if k not in data]
         if missing:
             raise TargetError(f"{source}: missing required key(s) {missing}",
@@ -245,6 +251,7 @@ class TargetProfile:
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 VOCABULARIES = ("full", "train")
+EMBEDDINGS = ("same", "int4")
 
 
 def _reject_unknown(where: str, prefix: str, data: Mapping[str, Any], known: set[str]) -> None:

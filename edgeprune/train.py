@@ -120,7 +120,8 @@ def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, cal
                   compute_metrics=accuracy_metric, callbacks=list(callbacks))
     if teacher is not None:
         d = recipe.distillation
-        return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature, **common)
+        return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature,
+                                   hidden_weight=d.hidden_weight, **common)
     return Trainer(**common)
 
 

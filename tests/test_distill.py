@@ -77,3 +77,51 @@ def test_init_student_needs_a_teacher():
 
     with pytest.raises(RecipeError, match="distillation.init_student"):
         recipe_from_dict({"distillation": {"init_student": True}})
+
+
+def test_hidden_state_loss_counts_real_tokens_only_and_matches_layers_by_depth():
+    from edgeprune.distill import hidden_state_loss
+
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 3, 4) for _ in range(5)]           # embeddings + 4 layers
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    same = [teacher[0], teacher[2], teacher[4]]                   # 2 student layers <- teacher layers 2 and 4
+    assert hidden_state_loss(same, teacher, mask).item() == 0.0
+    noisy = [h.clone() for h in same]
+    noisy[1][1, 2] += 100.0                                       # a padding position: ignored
+    assert hidden_state_loss(noisy, teacher, mask).item() == 0.0
+    noisy[1][0, 0] += 2.0                                         # a real token: 4 elements off by 2
+    expected = (4 * 4.0 / (5 * 4)) / 2                            # layer MSE over 5 real tokens, mean of 2 layers
+    assert abs(hidden_state_loss(noisy, teacher, mask).item() - expected) < 1e-6
+
+
+def test_hidden_state_loss_names_a_hidden_size_mismatch():
+    from edgeprune.distill import hidden_state_loss
+    from edgeprune.errors import ModelError
+
+    with pytest.raises(ModelError, match="hidden shape"):
+        hidden_state_loss([torch.zeros(1, 2, 4)] * 2, [torch.zeros(1, 2, 8)] * 2, None)
+
+
+def test_hidden_weight_needs_a_teacher_and_is_non_negative(tiny_model_dir, tiny_data_dir):
+    from edgeprune.errors import RecipeError
+
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["distillation"] = {"hidden_weight": 1.0}
+    with pytest.raises(RecipeError, match="distillation.hidden_weight"):
+        recipe_from_dict(raw)
+    raw["distillation"] = {"teacher": "dense", "hidden_weight": -1.0}
+    with pytest.raises(RecipeError, match="distillation.hidden_weight"):
+        recipe_from_dict(raw)
+
+
+def test_hidden_state_distillation_trains_and_changes_the_result(tiny_model_dir, tiny_data_dir, tmp_path):
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["pruning"] = [{"kind": "heads", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "frequency": 1}]
+    raw["distillation"] = {"teacher": "dense", "init_student": True, "alpha": 0.5}
+    logits_only = train(recipe_from_dict(raw), tmp_path / "logits", progress=False)
+    raw["distillation"]["hidden_weight"] = 5.0
+    layered = train(recipe_from_dict(raw), tmp_path / "layered", progress=False)
+    a, b = read_pruning_state(logits_only), read_pruning_state(layered)
+    assert b.recipe["distillation"]["hidden_weight"] == 5.0
+    assert a.metrics["train_loss"] != b.metrics["train_loss"]

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocabulary", choices=("full", "train"),
                         help="train: trim the embeddings to the tokens of the training split plus every "
                              "character, verified like int8 (default: the target's vocabulary, else full)")
+    parser.add_argument("--embeddings", choices=("same", "int4"),
+                        help="int4: store the word embeddings in 4-bit blocks (the whole vocabulary, a third of "
+                             "int8's bytes), verified like int8 (default: the target's embeddings, else same)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -63,12 +66,13 @@ def run(args) -> int:
         target = resolve_target(args.target)
     # bad input: fail before loading
     resolve_options(target, args.fmt, args.quantize, not args.no_structured, args.int8_min_agreement,
-                    args.int8_max_drop, args.vocabulary)
+                    args.int8_max_drop, args.vocabulary, args.embeddings)
     out = convert_checkpoint(args.checkpoint, args.output, target=target, fmt=args.fmt,
                              quantize=args.quantize, structured=not args.no_structured,
                              overwrite=args.overwrite, data_dir=args.data, eval_limit=args.eval_limit,
                              progress=not args.quiet, int8_min_agreement=args.int8_min_agreement,
-                             int8_max_drop=args.int8_max_drop, vocabulary=args.vocabulary)
+                             int8_max_drop=args.int8_max_drop, vocabulary=args.vocabulary,
+                             embeddings=args.embeddings)
     manifest = read_manifest(out)
     summary = {"bundle": str(out), "digest": bundle_digest(manifest),
                "bundle_bytes": manifest["sizes"]["bundle_bytes"], "accuracy": manifest["accuracy"],

@@ -73,6 +73,9 @@ def _onnx_dtype_name(data_type: int) -> str:
     return onnx.TensorProto.DataType.Name(data_type).lower()
 
 
+FOUR_BIT = (22, 21)  # onnx.TensorProto.INT4, UINT4
+
+
 def store_tensors(model_path: Path, out_dir: Path, allowed: list[str]) -> tuple[list[dict], int]:
     """Write `out_dir/model.onnx` (+ sidecar) choosing the smallest allowed form per tensor.
 
@@ -84,6 +87,12 @@ def store_tensors(model_path: Path, out_dir: Path, allowed: list[str]) -> tuple[
     model = onnx.load(str(model_path))
     records, sidecar, small = [], {}, 0
     for init in list(model.graph.initializer):
+        if init.data_type in FOUR_BIT:  # packed two per byte; no sparse form applies
+            size = int(np.prod(init.dims))
+            records.append({"name": init.name, "shape": list(init.dims), "dtype": _onnx_dtype_name(init.data_type),
+                            "form": "dense", "bytes": (size + 1) // 2, "dense_bytes": (size + 1) // 2,
+                            "sparsity": None, "storage": MODEL})
+            continue
         array = numpy_helper.to_array(init)
         if array.size < MIN_ELEMENTS:
             small += array.nbytes

@@ -33,15 +33,17 @@ class ConvertOptions:
     int8_min_agreement: float = INT8_MIN_LABEL_AGREEMENT  # int8 verification: share of labels agreeing
     int8_max_drop: float = INT8_MAX_ACCURACY_DROP          # int8 verification: accuracy drop allowed
     vocabulary: str = "full"   # full | train (trim embeddings to the training split's tokens + characters)
+    embeddings: str = "same"   # same (as the other weights) | int4 (4-bit blocks, see convert.embeddings)
 
     def describe(self) -> str:
         trimmed = ", trimmed vocabulary" if self.vocabulary == "train" else ""
-        return f"{'structured, ' if self.structured else ''}{'/'.join(self.forms)}, {self.quantize}{trimmed}"
+        int4 = ", int4 embeddings" if self.embeddings == "int4" else ""
+        return f"{'structured, ' if self.structured else ''}{'/'.join(self.forms)}, {self.quantize}{trimmed}{int4}"
 
     @property
     def approximate(self) -> bool:
-        """int8 and a trimmed vocabulary change outputs: verified by labels and accuracy, not logits."""
-        return self.quantize != "none" or self.vocabulary == "train"
+        """int8, int4 embeddings and a trimmed vocabulary change outputs: verified by labels and accuracy."""
+        return self.quantize != "none" or self.vocabulary == "train" or self.embeddings == "int4"
 
     def notes(self) -> list[str]:
         out = [SPEED_NOTE]
@@ -56,11 +58,12 @@ def _fraction(name: str, value) -> float:
 
 
 VOCABULARY_CHOICES = ("full", "train")
+EMBEDDINGS_CHOICES = ("same", "int4")
 
 
 def resolve_options(target, fmt: str | None, quantize: str | None, structured: bool = True,
                     int8_min_agreement: float | None = None, int8_max_drop: float | None = None,
-                    vocabulary: str | None = None) -> ConvertOptions:
+                    vocabulary: str | None = None, embeddings: str | None = None) -> ConvertOptions:
     """int8 / trimmed-vocabulary verification limits: as given, else the defaults in `verify`.
 
     They check that a conversion is sound, not the release budget: the target's max_accuracy_drop is
@@ -78,6 +81,10 @@ def resolve_options(target, fmt: str | None, quantize: str | None, structured: b
     vocabulary = vocabulary or (getattr(target, "vocabulary", "full") if target is not None else "full")
     if vocabulary not in VOCABULARY_CHOICES:
         raise ConvertOptionError(f"unknown vocabulary {vocabulary!r}", f"use one of: {', '.join(VOCABULARY_CHOICES)}")
+    embeddings = embeddings or (getattr(target, "embeddings", "same") if target is not None else "same")
+    if embeddings not in EMBEDDINGS_CHOICES:
+        raise ConvertOptionError(f"unknown embeddings mode {embeddings!r}",
+                                 f"use one of: {', '.join(EMBEDDINGS_CHOICES)}")
     if quantize is not None and quantize not in MODES:
         raise ConvertOptionError(f"unknown quantization {quantize!r}", f"use one of: {', '.join(MODES)}")
     target_forms = tuple(f for f in (target.formats if target else ()) if f in PAYS_OFF)
@@ -105,4 +112,4 @@ def resolve_options(target, fmt: str | None, quantize: str | None, structured: b
     elif target is not None and quantize != target.quantization and quantize != "none":
         warnings.append(f"quantization {quantize} differs from {target.name}'s {target.quantization}")
     return ConvertOptions(fmt, forms, quantize, bool(structured), getattr(target, "name", None), gpu,
-                          tuple(warnings), min_agreement, max_drop, vocabulary)
+                          tuple(warnings), min_agreement, max_drop, vocabulary, embeddings)

@@ -103,10 +103,24 @@ def _tokenizer_from_str(text: str):
     return Tokenizer.from_str(text)
 
 
+def _unfuse_embeddings(src: Path, dst: Path, feeds: list[dict], report) -> tuple[Path, str]:
+    """The graph with a plain word-embedding Gather (see convert.embeddings), checked to be the same maths."""
+    import onnx
+
+    from .embeddings import unfuse_embeddings
+
+    model = onnx.load(str(src))
+    word_gather = unfuse_embeddings(model)
+    onnx.save(model, str(dst))
+    report.checks.append(verify.compare_logits("embeddings unfused (fp32)", optimize.run_logits(src, feeds),
+                                               optimize.run_logits(dst, feeds), verify.FP32_ATOL))
+    return dst, word_gather
+
+
 def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
                        overwrite=False, data_dir=None, eval_limit=None, progress=True,
                        int8_min_agreement: float | None = None, int8_max_drop: float | None = None,
-                       vocabulary: str | None = None) -> Path:
+                       vocabulary: str | None = None, embeddings: str | None = None) -> Path:
     """Turn a pruned checkpoint into a verified kiosk bundle at `out_dir`; returns `out_dir`.
 
     int8 bundles are verified by label agreement with the fp32 checkpoint (>= `int8_min_agreement`,
@@ -119,7 +133,8 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
 
     out_dir = Path(out_dir)
     checkpoint_dir = Path(checkpoint_dir)
-    opts = resolve_options(target, fmt, quantize, structured, int8_min_agreement, int8_max_drop, vocabulary)
+    opts = resolve_options(target, fmt, quantize, structured, int8_min_agreement, int8_max_drop, vocabulary,
+                           embeddings)
     check_output_free(out_dir, overwrite)
     state = ckpt.read_pruning_state(checkpoint_dir)
     for note in opts.warnings:
@@ -179,17 +194,26 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
                                                    verify.FP32_ATOL))
         _say(progress, "fusing attention / LayerNorm / GELU")
         opt = optimize.optimize(work / "export.onnx", work / "fused.onnx", verify_feeds)
-        final = opt.path
+        final = work / "export.onnx" if quant.needs_unfused(opts.quantize) else opt.path
+        word_gather = None
+        if opts.embeddings == "int4":
+            final, word_gather = _unfuse_embeddings(final, work / "embeddings-unfused.onnx", verify_feeds, report)
         quant_info: dict[str, Any] = {"mode": opts.quantize}
         if opts.quantize != "none":
             _say(progress, f"quantizing ({opts.quantize})")
-            src = work / "export.onnx" if quant.needs_unfused(opts.quantize) else opt.path
             calib_texts = (calibration_texts(state.recipe, data_dir, CALIBRATION_SENTENCES)
                            or (dev.texts if dev else FALLBACK_SENTENCES))
             calib = _batches(tokenizer, calib_texts, max_length, names)
-            quant_info = quant.quantize(src, work / "quantized.onnx", opts.quantize, calib)
+            quant_info = quant.quantize(final, work / "quantized.onnx", opts.quantize, calib,
+                                        exclude=[word_gather] if word_gather else None)
             quant_info["int8_ops"] = quant.int8_ops(work / "quantized.onnx")
             final = work / "quantized.onnx"
+        if word_gather is not None:
+            from .embeddings import quantize_word_embeddings
+
+            _say(progress, "storing the word embeddings in 4-bit blocks")
+            quant_info["embeddings"] = quantize_word_embeddings(final, work / "embeddings-int4.onnx", word_gather)
+            final = work / "embeddings-int4.onnx"
 
         _say(progress, f"storing tensors (forms allowed: {', '.join(opts.forms)})")
         tensors, small_bytes = bundle_mod.store_tensors(final, tmp, opts.forms)
@@ -203,7 +227,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         draft = {"files": sha256_tree(tmp), "tensors": tensors}
         session = make_session(read_verified(tmp, draft), draft)
         bundle_logits = optimize.run_logits(session, verify_feeds)
-        if opts.quantize == "none":
+        if opts.quantize == "none" and opts.embeddings == "same":
             report.checks.append(verify.compare_logits(f"bundle ({opts.describe()})", exact_logits,
                                                        bundle_logits, verify.FP32_ATOL))
         if opts.approximate:

@@ -21,18 +21,21 @@ def needs_unfused(mode: str) -> bool:
     return mode == "int8-static"
 
 
-def quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | None = None) -> dict:
-    """Write the quantized model to `dst`; return what was done, for the manifest."""
+def quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | None = None,
+             exclude: list[str] | None = None) -> dict:
+    """Write the quantized model to `dst`; return what was done, for the manifest.
+
+    `exclude`: node names left alone (the word-embedding lookup when it is stored in 4 bits instead)."""
     import logging
 
     logging.disable(logging.WARNING)  # "consider pre-processing" advice; accuracy is measured instead
     try:
-        return _quantize(src, dst, mode, calibration_feeds)
+        return _quantize(src, dst, mode, calibration_feeds, list(exclude or []))
     finally:
         logging.disable(logging.NOTSET)
 
 
-def _quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | None) -> dict:
+def _quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | None, exclude: list[str]) -> dict:
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
@@ -41,7 +44,7 @@ def _quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | N
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     if mode in ("int8-dynamic", "int8-dynamic-per-channel"):
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                         per_channel=mode.endswith("per-channel"), extra_options=extra)
+                         per_channel=mode.endswith("per-channel"), nodes_to_exclude=exclude, extra_options=extra)
         return {"mode": mode, "weights": "int8 symmetric", "activations": "dynamic uint8",
                 "per_channel": mode.endswith("per-channel")}
     if mode == "int8-static":
@@ -55,7 +58,8 @@ def _quantize(src: Path, dst: Path, mode: str, calibration_feeds: list[dict] | N
                 return next(self._it, None)
 
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, extra_options=extra)
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, nodes_to_exclude=exclude,
+                        extra_options=extra)
         return {"mode": mode, "weights": "int8 symmetric per-channel", "activations": "static uint8 (QDQ)",
                 "per_channel": True, "calibration_batches": len(feeds)}
     raise ValueError(mode)

@@ -1,0 +1,117 @@
+"""4-bit word embeddings: keep the whole vocabulary in a fraction of int8's bytes.
+
+The word-embedding table is most of a pruned MiniLM's bytes (30522 x 384: 11.7 MB even in int8), and
+trimming the vocabulary instead changes how unseen words are split, which costs accuracy. ONNX Runtime
+serves a block-quantized table directly (`GatherBlockQuantized`, com.microsoft): 4-bit values with one
+scale and zero point per block of `BLOCK_SIZE` hidden units, so only the looked-up rows are dequantized and
+the full-precision table never exists in memory.
+
+ORT's BERT fusion folds the lookup into `EmbedLayerNormalization`, which takes the table as a plain float
+(or int8) input. `unfuse_embeddings` rewrites that one node back into its parts (word/position/segment
+Gathers, Adds, LayerNormalization, and the mask's per-row length that the fused Attention reads) so the
+word Gather can be quantized by onnxruntime's own `MatMulNBitsQuantizer`. The rewrite is exact; convert
+verifies it against the fused graph before quantizing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BLOCK_SIZE = 32
+BITS = 4
+PREFIX = "edgeprune/embeddings/"
+WORD_GATHER = PREFIX + "word_gather"
+
+
+def _is_word_table(name: str) -> bool:
+    return "word_embeddings" in name
+
+
+def unfuse_embeddings(model) -> str:
+    """Rewrite `EmbedLayerNormalization` into plain ops, in place; return the word Gather's node name.
+
+    A graph without the fused node (unfused export) is searched for its word-embedding Gather instead."""
+    from onnx import TensorProto, helper
+
+    from ..errors import ModelError
+
+    graph = model.graph
+    fused = [i for i, n in enumerate(graph.node) if n.op_type == "EmbedLayerNormalization"]
+    if not fused:
+        inits = {t.name for t in graph.initializer}
+        plain = [n for n in graph.node if n.op_type == "Gather" and n.input[0] in inits and _is_word_table(n.input[0])]
+        if len(plain) != 1:
+            raise ModelError(f"found {len(plain)} word-embedding lookups in the graph, expected 1",
+                             "convert with --embeddings same for this architecture")
+        return plain[0].name
+    if len(fused) > 1:
+        raise ModelError("the graph has more than one EmbedLayerNormalization", "convert with --embeddings same")
+    index = fused[0]
+    node = graph.node[index]
+    ids, segment_ids, word, position, segment, gamma, beta, mask, position_ids = \
+        (list(node.input) + [""] * 9)[:9]
+    epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+    outputs = list(node.output) + ["", ""]
+    p = PREFIX
+    graph.initializer.extend([helper.make_tensor(p + "zero", TensorProto.INT64, [], [0]),
+                              helper.make_tensor(p + "one", TensorProto.INT64, [], [1]),
+                              helper.make_tensor(p + "axis1", TensorProto.INT64, [1], [1])])
+    nodes = [helper.make_node("Gather", [word, ids], [p + "word"], name=WORD_GATHER)]
+    if not position_ids:  # positions 0..S-1, broadcast over the batch
+        nodes += [helper.make_node("Shape", [ids], [p + "shape"], name=p + "shape"),
+                  helper.make_node("Gather", [p + "shape", p + "one"], [p + "length"], name=p + "length", axis=0),
+                  helper.make_node("Range", [p + "zero", p + "length", p + "one"], [p + "positions"],
+                                   name=p + "positions")]
+        position_ids = p + "positions"
+    nodes += [helper.make_node("Gather", [position, position_ids], [p + "position"], name=p + "position_gather"),
+              helper.make_node("Add", [p + "word", p + "position"], [p + "sum"], name=p + "add_position")]
+    total = p + "sum"
+    if segment and segment_ids:
+        nodes += [helper.make_node("Gather", [segment, segment_ids], [p + "segment"], name=p + "segment_gather"),
+                  helper.make_node("Add", [total, p + "segment"], [p + "sum_segment"], name=p + "add_segment")]
+        total = p + "sum_segment"
+    nodes.append(helper.make_node("LayerNormalization", [total, gamma, beta], [outputs[0]], name=p + "layer_norm",
+                                  axis=-1, epsilon=epsilon))
+    if outputs[1]:  # mask_index: real tokens per row, what the fused Attention expects
+        if not mask:
+            raise ModelError("EmbedLayerNormalization returns a mask index without a mask input",
+                             "convert with --embeddings same")
+        nodes.append(helper.make_node("ReduceSum", [mask, p + "axis1"], [outputs[1]], name=p + "mask_index",
+                                      keepdims=0))
+    if outputs[2]:
+        nodes.append(helper.make_node("Identity", [total], [outputs[2]], name=p + "embedding_sum"))
+    del graph.node[index]
+    for offset, new in enumerate(nodes):
+        graph.node.insert(index + offset, new)
+    return WORD_GATHER
+
+
+def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size: int = BLOCK_SIZE) -> dict:
+    """Replace the word Gather in `src` by a 4-bit GatherBlockQuantized; write `dst`; say what was done."""
+    import logging
+
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    model = onnx.load(str(src))
+    others = [n.name for n in model.graph.node if n.name != word_gather]
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=BITS,
+                                          op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
+    # the quantizer logs one line per node it skips, warns that int4 needs IR 10 (it upgrades), and
+    # divides by the zero scale of an all-zero block before choosing the fallback for it
+    logging.disable(logging.WARNING)
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=others, algo_config=config)
+            quantizer.process()
+    finally:
+        logging.disable(logging.NOTSET)
+    quantized = quantizer.model.model
+    if not any(n.op_type == "GatherBlockQuantized" for n in quantized.graph.node):
+        from ..errors import ModelError
+
+        raise ModelError("onnxruntime did not quantize the word embeddings", "convert with --embeddings same")
+    onnx.save(quantized, str(dst))
+    return {"mode": "int4", "bits": BITS, "block_size": block_size, "symmetric": False,
+            "op": "GatherBlockQuantized"}

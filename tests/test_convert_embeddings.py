@@ -1,0 +1,90 @@
+"""4-bit word embeddings: the fused embedding node is unfused exactly, the table is stored in 4-bit blocks,
+and the bundle still runs (torch-free runtime) with the labels verified."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from convert_fixtures import make_checkpoint
+from edgeprune.convert import convert_checkpoint
+from edgeprune.convert.options import ConvertOptionError, resolve_options
+from edgeprune.runtime import Bundle
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("emb") / "ck", heads={0: [1]}, neurons={1: [0, 5]})
+
+
+def _ops(bundle):
+    return [n.op_type for n in onnx.load(str(bundle / "model.onnx"), load_external_data=False).graph.node]
+
+
+def _word_record(bundle):
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return manifest, next(t for t in manifest["tensors"] if "word_embeddings" in t["name"])
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8-dynamic"])
+def test_int4_embeddings_bundle_is_verified_and_smaller(ckpt, tmp_path, quantize):
+    same = convert_checkpoint(ckpt, tmp_path / "same", quantize=quantize, progress=False,
+                              int8_min_agreement=0.5, int8_max_drop=1.0)
+    int4 = convert_checkpoint(ckpt, tmp_path / "int4", quantize=quantize, embeddings="int4", progress=False,
+                              int8_min_agreement=0.5, int8_max_drop=1.0)
+    ops = _ops(int4)
+    assert "GatherBlockQuantized" in ops
+    assert "EmbedLayerNormalization" not in ops and "QEmbedLayerNormalization" not in ops
+    manifest, word = _word_record(int4)
+    _, word_same = _word_record(same)
+    assert word["dtype"] == "uint4" and word["bytes"] == (int(np.prod(word["shape"])) + 1) // 2
+    assert word["bytes"] < word_same["bytes"] / 1.9   # half of int8, an eighth of fp32
+    assert manifest["quantization"]["embeddings"]["bits"] == 4
+    checks = {c["name"]: c for c in manifest["verification"]["checks"]}
+    unfused = checks["embeddings unfused (fp32)"]
+    assert unfused["passed"] and unfused["max_abs_diff"] <= 1e-4  # the rewrite is the same maths
+    assert any(name.startswith("bundle (") and "int4 embeddings" in name for name in checks)
+    sentences = ["the film was great", "a dull , boring story that never ends"]
+    a, b = Bundle.load(same).predict(sentences), Bundle.load(int4).predict(sentences)
+    assert np.abs(np.array([p.scores for p in a]) - np.array([p.scores for p in b])).max() < 0.2
+
+
+def test_unfused_embeddings_reproduce_the_fused_node_with_padding(ckpt, tmp_path):
+    """Rows of different lengths: positions, segments and the mask index (real tokens per row) must all
+    match the fused EmbedLayerNormalization."""
+    import onnxruntime as ort
+
+    from edgeprune.checkpoint import load_checkpoint
+    from edgeprune.convert.embeddings import WORD_GATHER, unfuse_embeddings
+    from edgeprune.convert.export import export_onnx
+    from edgeprune.convert.optimize import optimize
+    from edgeprune.layout import encoder_layout
+
+    model, tokenizer, _, _ = load_checkpoint(ckpt)
+    texts = ["great", "a dull story that goes on and on", "the film"]
+    export_onnx(model, tokenizer, tmp_path / "export.onnx", texts, 32, encoder_layout(model))
+    enc = tokenizer(texts, padding=True, return_tensors="np")
+    feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    fused = optimize(tmp_path / "export.onnx", tmp_path / "fused.onnx", [feeds])
+    graph = onnx.load(str(fused.path))
+    assert "EmbedLayerNormalization" in [n.op_type for n in graph.graph.node]
+    assert unfuse_embeddings(graph) == WORD_GATHER
+    assert "EmbedLayerNormalization" not in [n.op_type for n in graph.graph.node]
+    onnx.save(graph, str(tmp_path / "unfused.onnx"))
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(run(fused.path) - run(tmp_path / "unfused.onnx")).max() <= 1e-5
+
+
+def test_embeddings_option_is_validated_and_taken_from_the_target():
+    from edgeprune.targets import TargetError, resolve_target
+
+    with pytest.raises(ConvertOptionError, match="embeddings"):
+        resolve_options(None, None, None, embeddings="int2")
+    kiosk = resolve_target("cpu-kiosk")
+    assert resolve_options(kiosk, None, None).embeddings == kiosk.embeddings
+    assert resolve_options(kiosk, None, None, embeddings="same").embeddings == "same"
+    from edgeprune.targets import TargetProfile
+
+    with pytest.raises(TargetError, match="embeddings"):
+        TargetProfile.from_dict({**kiosk.to_dict(), "embeddings": "int3"})
