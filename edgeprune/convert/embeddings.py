@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BLOCK_SIZE = 32
+BLOCK_SIZE = 64  # blocks of 32 measured no more accurate on SST-2 and cost 0.8 MB more (scales are fp32)
 BITS = 4
 PREFIX = "edgeprune/embeddings/"
 WORD_GATHER = PREFIX + "word_gather"
