@@ -172,27 +172,65 @@ spec = json.loads(sys.stdin.readline())
 from deepsparse import compile_model, __version__
 data = np.load(spec["feeds"])
 names = spec["inputs"]
-shape = list(data["time_" + names[0]].shape[1:])
-engine = compile_model(spec["model"], batch_size=shape[0], num_cores=spec["threads"],
-                       input_shapes=[shape for _ in names])
-pool = [[np.ascontiguousarray(data["time_" + n][i]) for n in names] for i in range(data["time_" + names[0]].shape[0])]
-print(json.dumps({"ready": True, "version": __version__}), flush=True)
+lengths = [int(n) for n in data["lengths"]]  # DeepSparse compiles static shapes: one engine per length
+batches = sorted({int(data["time_" + names[0]].shape[1]), int(data["acc_" + names[0]].shape[1])})
+engines, compile_s = {}, 0.0
+for b in batches:
+    for n in lengths:
+        t = time.perf_counter()
+        engines[b, n] = compile_model(spec["model"], batch_size=b, num_cores=spec["threads"],
+                                      input_shapes=[[b, n] for _ in names])
+        compile_s += time.perf_counter() - t
+        if sorted(engines[b, n].input_names) != sorted(names):
+            sys.exit(f"the ONNX inputs {engines[b, n].input_names} are not the feeds {names}")
+order = engines[batches[0], lengths[0]].input_names  # the graph's own order: engine.run takes a list
+
+def feeds(prefix, i, n):  # sample i cut to n tokens (its own tokens, then padding), in the graph's order
+    return [np.ascontiguousarray(data[prefix + name][i][:, :n], dtype=np.int64) for name in order]
+
+# DeepSparse's time is not monotone in the length (its kernels favour some shapes), so a sample runs on
+# the fastest compiled length that holds it: each engine's median over a few runs decides
+speed = {}
+for (b, n), engine in engines.items():
+    prefix = "time_" if int(data["time_" + names[0]].shape[1]) == b else "acc_"
+    x = feeds(prefix, 0, n)
+    for _ in range(5):
+        engine.run(x)
+    runs = []
+    for _ in range(25):
+        t = time.perf_counter_ns(); engine.run(x); runs.append(time.perf_counter_ns() - t)
+    speed[b, n] = float(np.median(runs)) / 1e6
+
+def route(b, need, exact):
+    fits = [n for n in lengths if n == need] if exact else [n for n in lengths if n >= need]
+    return min(fits, key=lambda n: (speed[b, n], n))
+
+def sample(prefix, i, exact=False):
+    b = int(data[prefix + names[0]].shape[1])
+    n = route(b, int(data[prefix + "length"][i]), exact)
+    return n, engines[b, n], feeds(prefix, i, n)
+
+pool = [sample("time_", i, bool(data["time_exact"])) for i in range(len(data["time_length"]))]
+print(json.dumps({"ready": True, "version": __version__, "compiled": [list(k) for k in engines],
+                  "compile_s": round(compile_s, 1), "timed_lengths": [n for n, _, _ in pool],
+                  "engine_ms": {f"{b}x{n}": round(v, 3) for (b, n), v in speed.items()}}), flush=True)
 pos = 0
 for line in sys.stdin:
     cmd = json.loads(line)
     if cmd["op"] == "time":
         for _ in range(cmd.get("warmup", 0)):
-            engine.run(pool[pos % len(pool)]); pos += 1
+            _, engine, x = pool[pos % len(pool)]; pos += 1
+            engine.run(x)
         out = []
         for _ in range(cmd["n"]):
-            feeds = pool[pos % len(pool)]; pos += 1
-            t = time.perf_counter_ns(); engine.run(feeds); out.append((time.perf_counter_ns() - t) / 1e6)
+            _, engine, x = pool[pos % len(pool)]; pos += 1
+            t = time.perf_counter_ns(); engine.run(x); out.append((time.perf_counter_ns() - t) / 1e6)
         reply = {"samples": out}
     elif cmd["op"] == "predict":
-        rows = data["acc_" + names[0]].shape[0]
         pred = []
-        for i in range(rows):
-            logits = engine.run([np.ascontiguousarray(data["acc_" + n][i:i + 1]) for n in names])[0]
+        for i in range(len(data["acc_length"])):
+            _, engine, x = sample("acc_", i)
+            logits = engine.run(x)[0]  # the only output, (1, labels)
             pred.append(int(np.argmax(logits[0])))
         reply = {"pred": pred}
     elif cmd["op"] == "rss":
@@ -202,6 +240,57 @@ for line in sys.stdin:
         break
     print(json.dumps(reply), flush=True)
 '''
+
+# DeepSparse compiles one static shape per engine. The worker compiles the multiples of this up to the
+# longest sample (as DeepSparse's own transformers pipeline does with its sequence_length buckets) and runs
+# each sample on the fastest of those lengths that holds it; a fixed-length workload runs at that length.
+DEEPSPARSE_BUCKET = 16
+
+
+def deepsparse_lengths(needs: Sequence[int], max_length: int, step: int = DEEPSPARSE_BUCKET,
+                       fixed: int | None = None) -> list[int]:
+    """The sequence lengths to compile DeepSparse for: every multiple of `step` up to the one that holds the
+    longest of `needs` (capped at `max_length`), plus `fixed` (a fixed-length workload's own length)."""
+    top = min(-(-max(int(n) for n in needs) // step) * step, int(max_length))
+    return sorted(set(range(step, top, step)) | {top} | ({int(fixed)} if fixed is not None else set()))
+
+
+def deepsparse_feeds(encode: Callable[[list[str]], dict[str, np.ndarray]], texts: Sequence[str], names: list[str],
+                     *, batch_size: int, sequence_length: int | str, max_length: int, pad_id: int,
+                     step: int = DEEPSPARSE_BUCKET) -> dict[str, np.ndarray]:
+    """What the DeepSparse worker reads: `time_<input>` (pool, batch, L) over the very batches the ORT rows
+    time (`edgeprune.bench.latency.make_batches`), `acc_<input>` (sentences, 1, L) for accuracy, padded to
+    the longest compiled length L; `time_length` / `acc_length`: the tokens each sample needs (its own
+    length; for a fixed workload the fixed length, `time_exact`); `lengths`: the lengths to compile. Token
+    ids are int64, as the exported graph declares them."""
+    from edgeprune.bench.latency import fix_length, make_batches
+
+    batches, fixed = make_batches(encode, list(texts), batch_size, sequence_length, max_length, pad_id)
+    acc = [encode([t]) for t in texts]  # whole sentences, as the ORT rows score them
+    needs = {"time_": [b["input_ids"].shape[1] for b in batches], "acc_": [a["input_ids"].shape[1] for a in acc]}
+    lengths = deepsparse_lengths(needs["time_"] + needs["acc_"], max_length, step,
+                                 None if fixed == "dataset" else int(fixed))
+    out: dict[str, np.ndarray] = {"lengths": np.asarray(lengths, dtype=np.int64),
+                                  "time_exact": np.asarray(fixed != "dataset")}
+    for prefix, samples in (("time_", batches), ("acc_", acc)):
+        padded = [fix_length(s, lengths[-1], pad_id) for s in samples]
+        out |= {prefix + n: np.stack([p[n] for p in padded]).astype(np.int64) for n in names}
+        out[prefix + "length"] = np.asarray(needs[prefix], dtype=np.int64)
+    return out
+
+
+def checkpoint_encoder(checkpoint: Path, max_length: int) -> tuple[Callable[[list[str]], dict[str, np.ndarray]], int]:
+    """(encode, pad id) of the checkpoint's own tokenizer: the feeds of its export must use its vocabulary,
+    not a bundle's (a bundle may trim and renumber the vocabulary, `vocabulary = "train"`)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+
+    def encode(texts: list[str]) -> dict[str, np.ndarray]:
+        enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+
+    return encode, int(tokenizer.pad_token_id or 0)
 
 
 def deepsparse_python(explicit: str | None) -> tuple[str | None, str]:
@@ -229,17 +318,31 @@ class DeepSparseProcess:
     happens inside that process, so no pipe overhead is counted."""
 
     def __init__(self, python: str, model: Path, inputs: list[str], feeds_file: Path, threads: int):
+        import tempfile
+
+        # stderr to a file: DeepSparse logs as it compiles each engine, and a pipe nobody drains would
+        # fill and stall the worker
+        self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen([python, "-c", DEEPSPARSE_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.version = self._ask({"model": str(model), "inputs": inputs, "feeds": str(feeds_file),
-                                  "threads": threads})["version"]
+                                     stderr=self.log, text=True)
+        ready = self._ask({"model": str(model), "inputs": inputs, "feeds": str(feeds_file), "threads": threads})
+        self.version = ready["version"]
+        self.compiled = [tuple(s) for s in ready["compiled"]]  # (batch, sequence length) of each engine
+        self.compile_s = ready["compile_s"]
+        self.engine_ms = ready["engine_ms"]  # "BxN": the engine's median ms in the worker's calibration
+        self.timed_lengths = ready["timed_lengths"]  # the compiled length each timed sample runs at
 
     def _ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            err = self.proc.stderr.read().strip().splitlines()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            self.log.seek(0)
+            err = self.log.read().strip().splitlines()
             raise RuntimeError(f"the DeepSparse process died ({err[-1] if err else 'no output'})")
         return json.loads(line)
 
@@ -260,6 +363,7 @@ class DeepSparseProcess:
                 self.proc.wait(timeout=30)
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
+        self.log.close()
 
 
 def export_plain_onnx(checkpoint: Path, out: Path, max_length: int) -> list[str]:
@@ -557,7 +661,6 @@ def run_kiosk_benchmark(*, dense_checkpoint: Path, kiosk_bundle: Path, unstructu
     """Measure every row side by side and return the result (what kiosk.json holds)."""
     from edgeprune.bench.accuracy import load_eval_set
     from edgeprune.bench.baselines import build_baselines
-    from edgeprune.bench.latency import fix_length
     from edgeprune.bench.runners import bundle_mb, bundle_runner
     from edgeprune.host import detect_host, match
     from edgeprune.runtime import Bundle
@@ -622,25 +725,43 @@ def run_kiosk_benchmark(*, dense_checkpoint: Path, kiosk_bundle: Path, unstructu
             try:
                 onnx_file = scratch / "deepsparse" / "model.onnx"
                 onnx_file.parent.mkdir(parents=True, exist_ok=True)
-                inputs = export_plain_onnx(src, onnx_file, kiosk.max_length)
-                length = (kiosk.max_length if profile.workload.sequence_length == "dataset"
-                          else min(int(profile.workload.sequence_length), kiosk.max_length))
-                bs = profile.workload.batch_size
-                pool = [fix_length(kiosk.encode(eval_set.texts[i:i + bs]), length, kiosk.manifest.get("pad_token_id", 0))
-                        for i in range(0, min(len(eval_set.texts), 32 * bs) - bs + 1, bs)]
-                acc = [fix_length(kiosk.encode([t]), length, kiosk.manifest.get("pad_token_id", 0))
-                       for t in eval_set.texts]
-                arrays = {f"time_{n}": np.stack([p[n] for p in pool]) for n in inputs}
-                arrays |= {f"acc_{n}": np.concatenate([a[n] for a in acc]) for n in inputs}
-                np.savez(scratch / "deepsparse" / "feeds.npz", **arrays)
+                from edgeprune.checkpoint import read_pruning_state
+
+                # the checkpoint's own tokenizer and length: the kiosk bundle's encoder may use another
+                # (trimmed, renumbered) vocabulary, whose ids mean nothing to this model
+                max_length = read_pruning_state(src).max_length
+                inputs = export_plain_onnx(src, onnx_file, max_length)
+                encode, pad_id = checkpoint_encoder(src, max_length)
+                bs, workload_length = profile.workload.batch_size, profile.workload.sequence_length
+                feeds = deepsparse_feeds(encode, eval_set.texts, inputs, batch_size=bs,
+                                         sequence_length=workload_length, max_length=max_length, pad_id=pad_id)
+                np.savez(scratch / "deepsparse" / "feeds.npz", **feeds)
                 say("compiling the unstructured-sparse model with DeepSparse")
                 ds_proc = DeepSparseProcess(python, onnx_file, inputs, scratch / "deepsparse" / "feeds.npz", threads)
                 ds_row.description += f", deepsparse {ds_proc.version}"
-                ds_row.source, ds_row.sequence_length = str(src), length
+                run_at = np.asarray(ds_proc.timed_lengths)  # the compiled length each timed batch ran at
+                used = "/".join(f"{n}" for n in sorted(set(run_at.tolist())))
+                ds_row.source = str(src)
+                ds_row.sequence_length = (int(run_at[0]) if workload_length != "dataset"
+                                          else f"dataset, padded up to the compiled lengths {used}")
                 ds_row.global_sparsity = Bundle.load(unstructured_bundle).manifest.get("sparsity", {}).get("global")
                 ds_row.format, ds_row.quantization = "onnx fp32 (zeros kept)", "none"
                 ds_row.model_onnx_mb = ds_row.bundle_mb = onnx_file.stat().st_size / 1024 / 1024
-                ds_row.notes.append(f"fixed shape batch {bs} x {length} (DeepSparse compiles static shapes)")
+                if workload_length == "dataset":
+                    counts = ", ".join(f"{int((run_at == n).sum())} at {n}" for n in sorted(set(run_at.tolist())))
+                    ds_row.notes.append(
+                        f"DeepSparse compiles static shapes: batch {bs}, the same {run_at.size * bs} dev sentences "
+                        f"as the ORT rows, each batch padded up to the fastest compiled length that holds it "
+                        f"({counts}): {run_at.mean():.1f} tokens on average where the ORT rows run each batch at "
+                        f"its own length ({feeds['time_length'].mean():.1f} on average)")
+                else:
+                    ds_row.notes.append(f"fixed shape batch {bs} x {int(run_at[0])}, as the ORT rows")
+                ds_row.notes.append(
+                    f"{len(ds_proc.compiled)} engine{'s' * (len(ds_proc.compiled) != 1)} compiled in "
+                    f"{ds_proc.compile_s:.0f} s, median ms per run in "
+                    "the worker's calibration: " + ", ".join(f"{k}: {v:.2f}" for k, v in ds_proc.engine_ms.items())
+                    + " (batch x length; DeepSparse's time is not monotone in the length); accuracy runs each dev "
+                    "sentence whole on the fastest engine that holds it; peak RSS holds every engine")
                 ds_row.notes.append("DeepSparse binds and spins its worker threads: on a host shared with other "
                                     "work its latency suffers more than ORT's; compare it on an idle host")
             except Exception as exc:  # noqa: BLE001 - a third-party engine fails in many ways; the row says how

@@ -190,3 +190,32 @@ def test_interleaving_visits_models_in_turn():
     r = kiosk.REWARM  # later visits re-warm: the previous session's pool threads may still be spinning
     assert order == [("a", 3, 3), ("b", 3, 3), ("a", 3, r), ("b", 3, r), ("a", 1, r), ("b", 1, r)]
     assert {k: len(v) for k, v in samples.items()} == {"a": 7, "b": 7}
+
+
+
+def test_deepsparse_feeds_keep_real_lengths():
+    import numpy as np
+
+    def encode(texts):  # one token per word plus [CLS]/[SEP], padded to the batch's longest, like a tokenizer
+        width = max(len(t.split()) + 2 for t in texts)
+        ids = np.zeros((len(texts), width), dtype=np.int32)
+        for i, t in enumerate(texts):
+            ids[i, :len(t.split()) + 2] = [101] + [7] * len(t.split()) + [102]
+        return {"input_ids": ids, "attention_mask": (ids != 0).astype(np.int32), "token_type_ids": ids * 0}
+
+    assert kiosk.deepsparse_lengths([7, 22, 42], 64) == [16, 32, 48]
+    assert kiosk.deepsparse_lengths([60], 64) == [16, 32, 48, 64] and kiosk.deepsparse_lengths([40], 40) == [16, 32, 40]
+    assert kiosk.deepsparse_lengths([7], 64, fixed=24) == [16, 24]
+    texts = ["w " * 5, "w " * 20, "w " * 40]
+    names = ["input_ids", "attention_mask", "token_type_ids"]  # the graph's order, not the tokenizer's
+    feeds = kiosk.deepsparse_feeds(encode, texts, names, batch_size=1, sequence_length="dataset", max_length=64,
+                                   pad_id=0)
+    assert feeds["lengths"].tolist() == [16, 32, 48] and not feeds["time_exact"]
+    assert feeds["time_length"].tolist() == [7, 22, 42] and feeds["acc_length"].tolist() == [7, 22, 42]
+    assert feeds["time_input_ids"].shape == (3, 1, 48) and feeds["acc_input_ids"].shape == (3, 1, 48)
+    assert all(feeds[k].dtype == np.int64 for k in feeds if k != "time_exact")
+    assert feeds["acc_attention_mask"].sum(-1).ravel().tolist() == [7, 22, 42]  # real tokens kept, rest padding
+    assert feeds["acc_input_ids"][1, 0, :23].tolist() == [101] + [7] * 20 + [102, 0]
+    fixed = kiosk.deepsparse_feeds(encode, texts, names, batch_size=1, sequence_length=24, max_length=64, pad_id=0)
+    assert fixed["time_exact"] and fixed["time_length"].tolist() == [24, 24, 24]  # ORT's fixed length, truncated
+    assert fixed["acc_length"].tolist() == [7, 22, 42] and fixed["lengths"].tolist() == [16, 24, 32, 48]
