@@ -35,6 +35,8 @@ def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tens
                          "set distillation.hidden_weight to 0 for this model")
     ratio = len(t_layers) / len(s_layers)
     mask = None if attention_mask is None else attention_mask.unsqueeze(-1).to(s_layers[0].dtype)
+    # elements compared per layer: every real token's hidden vector
+    count = None if mask is None else (mask.sum() * s_layers[0].shape[-1]).clamp_min(1.0)
     total = s_layers[0].new_zeros(())
     for i, s in enumerate(s_layers):
         t = t_layers[round((i + 1) * ratio) - 1]
@@ -42,10 +44,7 @@ def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tens
             raise ModelError(f"student layer {i} has hidden shape {tuple(s.shape)}, the teacher's "
                              f"{tuple(t.shape)}", "distil hidden states only between models of one hidden size")
         err = (s - t).pow(2)
-        if mask is None:
-            total = total + err.mean()
-        else:
-            total = total + (err * mask).sum() / (mask.sum() * s.shape[-1]).clamp_min(1.0)
+        total = total + (err.mean() if mask is None else (err * mask).sum() / count)
     return total / len(s_layers)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ModelError
+
 BLOCK_SIZE = 64  # blocks of 32 measured no more accurate on SST-2 and cost 0.8 MB more (scales are fp32)
 BITS = 4
 PREFIX = "edgeprune/embeddings/"
@@ -32,8 +34,6 @@ def unfuse_embeddings(model) -> str:
 
     A graph without the fused node (unfused export) is searched for its word-embedding Gather instead."""
     from onnx import TensorProto, helper
-
-    from ..errors import ModelError
 
     graph = model.graph
     fused = [i for i, n in enumerate(graph.node) if n.op_type == "EmbedLayerNormalization"]
@@ -109,8 +109,6 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
         logging.disable(logging.NOTSET)
     quantized = quantizer.model.model
     if not any(n.op_type == "GatherBlockQuantized" for n in quantized.graph.node):
-        from ..errors import ModelError
-
         raise ModelError("onnxruntime did not quantize the word embeddings", "convert with --embeddings same")
     onnx.save(quantized, str(dst))
     return {"mode": "int4", "bits": BITS, "block_size": block_size, "symmetric": False,
