@@ -71,10 +71,13 @@ def dense_recipe(recipe):
     return recipe.dense_reference()
 
 
-def unstructured_recipe(recipe, sparsity: float):
+def unstructured_recipe(recipe, sparsity: float, dense_teacher: Path | None = None):
     """The same recipe with its pruning replaced by one global magnitude modifier at `sparsity`, on the
-    layers (and with the schedule) of its own magnitude modifier when it has one, else every encoder Linear."""
-    from edgeprune.recipe import ModifierConfig
+    layers (and with the schedule) of its own magnitude modifier when it has one, else every encoder Linear.
+    A `teacher: dense` becomes `dense_teacher` when given: the dense reference this run already measures is
+    that very model (same recipe, no pruning), so it is not trained a second time. The unstructured model
+    keeps the full depth: a `layers` cut is structure, which is what this row is the alternative to."""
+    from edgeprune.recipe import DENSE_TEACHER, ModifierConfig
 
     mods = list(recipe.pruning)
     base = next((m for m in mods if m.kind == "magnitude"), None)
@@ -83,7 +86,10 @@ def unstructured_recipe(recipe, sparsity: float):
                          initial_sparsity=0.0, final_sparsity=float(sparsity), start=timing.start, end=timing.end,
                          frequency=timing.frequency, scope="global",
                          params=list(base.params) if base else [], ignore=list(base.ignore) if base else [])
-    return dataclasses.replace(recipe, pruning=[mod])
+    distillation = recipe.distillation
+    if distillation.teacher == DENSE_TEACHER and dense_teacher is not None:
+        distillation = dataclasses.replace(distillation, teacher=str(Path(dense_teacher).resolve()))
+    return dataclasses.replace(recipe, pruning=[mod], distillation=distillation)
 
 
 def checkpoint_is(folder: Path, recipe) -> bool:
@@ -900,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  fmt="csr", quantize="int8-dynamic", structured=False,
                                                  data_dir=data_dir)
             else:
-                ck = ensure_checkpoint(unstructured_recipe(recipe, args.unstructured_sparsity),
+                ck = ensure_checkpoint(unstructured_recipe(recipe, args.unstructured_sparsity, dense),
                                        work / "unstructured" / "checkpoint", "unstructured-sparse")
                 unstructured = ensure_converted(ck, work / "unstructured" / "bundle", target=None, fmt="csr",
                                                 quantize="int8-dynamic", structured=False, data_dir=data_dir)

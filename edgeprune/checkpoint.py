@@ -45,6 +45,8 @@ class PruningState:
     max_length: int = 64
     labels: list[str] = field(default_factory=list)      # id -> label name (what predictions print)
     raw_labels: list[str] = field(default_factory=list)  # id -> label value as written in the data files
+    layers_kept: list[int] = field(default_factory=list)  # source-model encoder layers still there ([] = unknown)
+    source_layers: int = 0                                # encoder layers of the model training started from
     schema_version: int = SCHEMA_VERSION
     edgeprune_version: str = __version__
 

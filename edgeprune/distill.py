@@ -9,6 +9,8 @@ changes a layer's insides but not its hidden size, so the comparison needs no pr
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from transformers import Trainer
@@ -24,22 +26,30 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1.0 - alpha) * hard_loss
 
 
-def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None) -> torch.Tensor:
+def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None,
+                      layer_map: Sequence[int] | None = None) -> torch.Tensor:
     """Mean over layers of the MSE between matched layer outputs, over non-padding tokens only.
 
-    Index 0 (the embeddings) is skipped: pruning never touches it. With fewer student layers, student
-    layer i is matched to the teacher layer at the same relative depth."""
+    Index 0 (the embeddings) is skipped: pruning never touches it. `layer_map[i]` is the teacher layer
+    that student layer i is matched to: a student cut from the teacher (`kind: layers`) passes the layers
+    it kept, so each layer is held to the very output it started from. Without a map, student layer i
+    is matched to the teacher layer at the same relative depth."""
     s_layers, t_layers = list(student_hidden)[1:], list(teacher_hidden)[1:]
     if not s_layers:
         raise ModelError("hidden-state distillation needs the encoder's hidden states",
                          "set distillation.hidden_weight to 0 for this model")
+    if layer_map is not None and (len(layer_map) != len(s_layers)
+                                  or not all(0 <= j < len(t_layers) for j in layer_map)):
+        raise ModelError(f"the layer map {list(layer_map)} does not pair {len(s_layers)} student layers with "
+                         f"{len(t_layers)} teacher layers",
+                         "list one teacher layer (0-based) per student layer")
     ratio = len(t_layers) / len(s_layers)
     mask = None if attention_mask is None else attention_mask.unsqueeze(-1).to(s_layers[0].dtype)
     # elements compared per layer: every real token's hidden vector
     count = None if mask is None else (mask.sum() * s_layers[0].shape[-1]).clamp_min(1.0)
     total = s_layers[0].new_zeros(())
     for i, s in enumerate(s_layers):
-        t = t_layers[round((i + 1) * ratio) - 1]
+        t = t_layers[layer_map[i] if layer_map is not None else round((i + 1) * ratio) - 1]
         if s.shape != t.shape:
             raise ModelError(f"student layer {i} has hidden shape {tuple(s.shape)}, the teacher's "
                              f"{tuple(t.shape)}", "distil hidden states only between models of one hidden size")
@@ -73,10 +83,11 @@ def load_teacher(spec: str, student_config):
 
 class DistillationTrainer(Trainer):
     def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, hidden_weight: float = 0.0,
-                 **kwargs):
+                 layer_map: Sequence[int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device)
         self.alpha, self.temperature, self.hidden_weight = alpha, temperature, hidden_weight
+        self.layer_map = None if layer_map is None else list(layer_map)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         hidden = self.hidden_weight > 0 and model.training
@@ -87,5 +98,5 @@ class DistillationTrainer(Trainer):
         loss = distillation_loss(outputs.logits, teacher_out.logits, outputs.loss, self.alpha, self.temperature)
         if hidden:
             loss = loss + self.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_out.hidden_states,
-                                                                 inputs.get("attention_mask"))
+                                                                 inputs.get("attention_mask"), self.layer_map)
         return (loss, outputs) if return_outputs else loss

@@ -94,6 +94,9 @@ class Pruner:
         seen_kinds: set[str] = set()
         for i, mod in enumerate(modifiers):
             where = f"pruning.{i}"
+            if mod.kind == "layers":
+                self._check_depth(mod, where)
+                continue
             start, end = resolve_step(mod.start, self.total_steps), resolve_step(mod.end, self.total_steps)
             if end > self.total_steps:
                 raise RecipeError(f"{where}.end is step {end} but the run has only {self.total_steps} steps, so "
@@ -130,6 +133,16 @@ class Pruner:
                 match_names([pattern], sorted(chosen), f"{where}.sparsity_overrides")
             out.append(_Resolved(i, mod, start, end, modules=tuple(sorted(chosen))))
         return out
+
+    def _check_depth(self, mod: ModifierConfig, where: str) -> None:
+        """A `layers` modifier is structural surgery done before the Trainer exists (it changes which
+        parameters the optimizer holds), so here it is only checked: the model must already be cut."""
+        depth = len(encoder_layout(self.model))
+        if depth != len(mod.keep):
+            raise RecipeError(f"{where} keeps {len(mod.keep)} encoder layers but the model has {depth}",
+                              "cut the model before training: edgeprune train does it for you; in your own "
+                              "script call edgeprune.depth.keep_encoder_layers(model, keep) before building "
+                              "the Trainer")
 
     # ---- pruning events ---------------------------------------------------------------------------
 

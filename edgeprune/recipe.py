@@ -23,7 +23,7 @@ from .hashing import sha256_json
 EMBEDDED_MODELS = {"embedded:minilm-l6"}
 DENSE_TEACHER = "dense"  # distillation.teacher keyword: train the dense reference first
 SCHEDULES = ("cubic", "smoothstep", "linear", "exponential", "oneshot")
-KINDS = ("magnitude", "nm", "heads", "neurons")
+KINDS = ("magnitude", "nm", "heads", "neurons", "layers")
 SCORES = ("magnitude", "taylor")
 
 Number = Union[int, float]
@@ -92,7 +92,10 @@ class ModifierConfig:
 
     `start`/`end`: a float in [0, 1] is a fraction of the total optimizer steps, an int is a step.
     Structured kinds (`heads`, `neurons`) count whole heads/neurons; `magnitude` counts weights still
-    alive after them ("magnitude on what is left").
+    alive after them ("magnitude on what is left"). `layers` keeps only the encoder layers listed in
+    `keep` (0-based indices of the source model): the cut happens once, before training starts, because
+    a layer's fixed cost (attention, norms, activation quantization) is what dominates at kiosk lengths
+    and no mask can remove it; its schedule keys do not apply.
     """
 
     kind: str = "magnitude"
@@ -110,6 +113,7 @@ class ModifierConfig:
     score: str = "magnitude"
     min_per_layer: int = 1
     sparsity_overrides: dict[str, float] = field(default_factory=dict)
+    keep: list[int] | None = None
 
     def validate(self, where: str) -> None:
         _check_choice(self.kind, KINDS, f"{where}.kind")
@@ -138,6 +142,16 @@ class ModifierConfig:
             _check(0.0 <= v < 1.0, f"{where}.sparsity_overrides.{pattern}", f"must be in [0, 1), got {v}")
         if self.sparsity_overrides:
             _check(self.kind == "magnitude", f"{where}.sparsity_overrides", "only applies to kind: magnitude")
+        if self.kind == "layers":
+            _check(bool(self.keep), f"{where}.keep",
+                   "is needed for kind: layers: list the encoder layers to keep, e.g. [0, 2, 4]")
+            _check(all(i >= 0 for i in self.keep), f"{where}.keep", f"must hold layer indices >= 0, got {self.keep}")
+            _check(list(self.keep) == sorted(set(self.keep)), f"{where}.keep",
+                   f"must list distinct layers in ascending order, got {self.keep}")
+            _check(not self.params and not self.ignore, f"{where}.params",
+                   "does not apply to kind: layers (keep says which layers stay)")
+        else:
+            _check(self.keep is None, f"{where}.keep", f"only applies to kind: layers, not {self.kind}")
         for p in [*self.params, *self.ignore, *self.sparsity_overrides]:
             if p.startswith("re:"):
                 try:
@@ -190,6 +204,13 @@ class Recipe:
         _check(bool(self.model), "model", "is empty; set embedded:minilm-l6, a local folder or a hub id")
         for i, mod in enumerate(self.pruning):
             mod.validate(f"pruning.{i}")
+        depth = [i for i, m in enumerate(self.pruning) if m.kind == "layers"]
+        _check(len(depth) <= 1, f"pruning.{depth[-1] if depth else 0}.kind",
+               "is a second 'layers' modifier; keep one list of layers")
+
+    def kept_layers(self) -> list[int] | None:
+        """The encoder layers a `layers` modifier keeps (source-model indices), or None for full depth."""
+        return next((list(m.keep) for m in self.pruning if m.kind == "layers"), None)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -121,8 +121,19 @@ def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, cal
     if teacher is not None:
         d = recipe.distillation
         return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature,
-                                   hidden_weight=d.hidden_weight, **common)
+                                   hidden_weight=d.hidden_weight, layer_map=layer_map(recipe, teacher), **common)
     return Trainer(**common)
+
+
+def layer_map(recipe: Recipe, teacher) -> list[int] | None:
+    """Which teacher layer each student layer distils from: the kept layers when the student was cut from
+    a model as deep as the teacher (so each starts matched to its own output), else relative depth."""
+    from .layout import encoder_layout
+
+    keep = recipe.kept_layers()
+    if keep is None or max(keep) >= len(encoder_layout(teacher)):
+        return None
+    return keep
 
 
 def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: bool = False,
@@ -133,6 +144,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
 
     from .callback import GradualPruningCallback
     from .data import load_examples, tokenize
+    from .depth import keep_encoder_layers
+    from .layout import encoder_layout
     from .distill import load_teacher
     from .models import load_classifier
     from .pruner import Pruner
@@ -165,6 +178,10 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     if limit is not None and recipe.data.max_length > limit:
         raise RecipeError(f"recipe field data.max_length is {recipe.data.max_length}, beyond the "
                           f"{limit} positions of model {recipe.model}", f"set data.max_length <= {limit}")
+    source_depth, keep = len(encoder_layout(model)), recipe.kept_layers()
+    if keep is not None:
+        dropped = keep_encoder_layers(model, keep)
+        say(f"layers: kept encoder layers {keep} of {source_depth}" + (f", dropped {dropped}" if dropped else ""))
     teacher = load_teacher(teacher_path, model.config) if teacher_path else None
     args = training_arguments(recipe, work, progress)
     Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
@@ -211,6 +228,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
                  "train_loss": result.training_loss, "train_examples": len(data.train.texts),
                  "eval_examples": len(data.eval.texts), "evaluations": callback.evaluations},
         max_length=max_length, labels=list(data.labels), raw_labels=list(data.raw_labels),
+        layers_kept=keep if keep is not None else list(range(source_depth)), source_layers=source_depth,
     )
     if trainer.is_world_process_zero():
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:

@@ -150,6 +150,15 @@ def test_derived_recipes(tiny_model_dir, tiny_data_dir):
     assert un.distillation == recipe.distillation and un.training == recipe.training
     bare = kiosk.unstructured_recipe(recipe.without_pruning(), 0.7)
     assert bare.pruning[0].params == [] and bare.pruning[0].final_sparsity == 0.7  # every encoder Linear
+    # a `teacher: dense` recipe distils the unstructured model from the dense reference already at hand,
+    # and a layers cut does not carry over (the row is the unstructured alternative to structure)
+    raw["distillation"] = {"teacher": "dense", "init_student": True}
+    raw["pruning"].append({"kind": "layers", "keep": [1]})
+    cut = recipe_from_dict(raw)
+    un = kiosk.unstructured_recipe(cut, 0.8, tiny_model_dir)
+    assert un.distillation.teacher == str(tiny_model_dir.resolve()) and un.distillation.init_student
+    assert un.kept_layers() is None and [m.kind for m in un.pruning] == ["magnitude"]
+    assert kiosk.unstructured_recipe(cut, 0.8).distillation.teacher == "dense"
 
 
 def test_checkpoint_reused_only_for_the_same_recipe(tmp_path, monkeypatch):

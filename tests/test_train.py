@@ -123,9 +123,12 @@ def _killer(at_step):
     return Killer()
 
 
-def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_dir, tmp_path):
+@pytest.mark.parametrize("cut", [False, True], ids=["full-depth", "layers-cut"])
+def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_dir, tmp_path, cut):
     raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
     raw["pruning"][0]["score"] = "taylor"  # accumulated state must survive the restart too
+    if cut:  # the resumed model must be cut the same way before the Trainer restores it
+        raw["pruning"].append({"kind": "layers", "keep": [1]})
     recipe = recipe_from_dict(raw)
     straight = train(recipe, tmp_path / "straight", progress=False)
 
@@ -145,6 +148,7 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
     sa, sb = read_pruning_state(straight), read_pruning_state(killed)
     assert sa.heads_pruned == sb.heads_pruned and sa.neurons_pruned == sb.neurons_pruned
     assert [h["step"] for h in sa.history] == [h["step"] for h in sb.history]
+    assert sa.layers_kept == sb.layers_kept == ([1] if cut else [0, 1])
 
 
 def test_resume_without_an_interrupted_run_is_an_error(tiny_recipe, tmp_path, capsys):

@@ -40,6 +40,10 @@ def render(manifest: dict, digest: str) -> str:
     lines.append(f"size        {_mb(total)} total, model.onnx {_mb(sizes.get('model_onnx_bytes'))}{ratio}")
     sparsity = manifest.get("sparsity", {})
     lines.append(f"sparsity    global {sparsity.get('global', 0):.1%}")
+    kept, source_depth = sparsity.get("layers_kept") or [], sparsity.get("source_layers") or 0
+    if kept and source_depth and len(kept) < source_depth:
+        lines.append(f"layers      {len(kept)} of {source_depth} encoder layers kept (source layers "
+                     f"{', '.join(str(i) for i in kept)})")
     if manifest.get("structure"):
         lines.append("")
         lines.append("layer  heads kept  neurons kept  note")
