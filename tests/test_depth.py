@@ -146,6 +146,9 @@ def test_train_cuts_the_student_distils_by_kept_layer_and_converts(tiny_data_dir
     loaded = Bundle.load(bundle)
     assert loaded.manifest["sparsity"]["layers_kept"] == [0, 2]
     assert loaded.manifest["sparsity"]["source_layers"] == 3
+    from edgeprune.commands.inspect import render
+
+    assert "2 of 3 encoder layers kept (source layers 0, 2)" in render(loaded.manifest, "0" * 64)
     predictions = loaded.predict(["good fun", "bad awful"])
     assert [p.label for p in predictions] and all(p.label in loaded.labels for p in predictions)
 
