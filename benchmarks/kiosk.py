@@ -81,7 +81,8 @@ def unstructured_recipe(recipe, sparsity: float, dense_teacher: Path | None = No
 
     mods = list(recipe.pruning)
     base = next((m for m in mods if m.kind == "magnitude"), None)
-    timing = base or (mods[0] if mods else ModifierConfig())
+    # schedule keys from a modifier that has a schedule (a `layers` cut has none)
+    timing = base or next((m for m in mods if m.kind != "layers"), ModifierConfig())
     mod = ModifierConfig(kind="magnitude", schedule=timing.schedule if timing.schedule != "oneshot" else "cubic",
                          initial_sparsity=0.0, final_sparsity=float(sparsity), start=timing.start, end=timing.end,
                          frequency=timing.frequency, scope="global",

@@ -158,6 +158,10 @@ def test_derived_recipes(tiny_model_dir, tiny_data_dir):
     un = kiosk.unstructured_recipe(cut, 0.8, tiny_model_dir)
     assert un.distillation.teacher == str(tiny_model_dir.resolve()) and un.distillation.init_student
     assert un.kept_layers() is None and [m.kind for m in un.pruning] == ["magnitude"]
+    raw["pruning"] = [{"kind": "layers", "keep": [1]},
+                      {"kind": "heads", "start": 0.02, "end": 0.5, "frequency": 3, "schedule": "linear"}]
+    (mod,) = kiosk.unstructured_recipe(recipe_from_dict(raw), 0.8).pruning
+    assert (mod.start, mod.end, mod.frequency, mod.schedule) == (0.02, 0.5, 3, "linear")  # not the cut's
     assert kiosk.unstructured_recipe(cut, 0.8).distillation.teacher == "dense"
 
 
