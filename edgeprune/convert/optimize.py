@@ -2,7 +2,8 @@
 
 `num_heads=0, hidden_size=0` makes the fusion read each layer's head count from its own Reshape (the
 export writes explicit per-layer counts), which is what a model with heads pruned unevenly needs. A
-fused graph that does not reproduce the unfused one within `ATOL` is thrown away and the unfused
+fused graph that does not reproduce the unfused one within `ATOL` (relative to the logits' size beyond
+1, `verify.logit_tolerance`) is thrown away and the unfused
 graph is used; the manifest records which happened and why.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .verify import logit_tolerance
 
 ATOL = 1e-4
 
@@ -56,11 +59,14 @@ def optimize(src: Path, dst: Path, feeds: list[dict], model_type: str = "bert") 
     finally:
         logging.disable(logging.NOTSET)
     try:
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(run_logits(src, feeds), run_logits(dst, feeds)))
+        unfused = run_logits(src, feeds)
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(unfused, run_logits(dst, feeds)))
     except Exception as exc:  # noqa: BLE001
         return OptimizeResult(Path(src), False, stats,
                               reason=f"fused graph does not run: {type(exc).__name__}: {exc}"[:300])
-    if not diff <= ATOL:
+    tolerance = logit_tolerance(unfused, ATOL)
+    if not diff <= tolerance:
         return OptimizeResult(Path(src), False, stats, diff,
-                              reason=f"fused graph differs from unfused by {diff:.3g} > {ATOL}")
+                              reason=f"fused graph differs from unfused by {diff:.3g} > {tolerance:.3g} "
+                                     f"({ATOL:g} x max(1, |logit|))")
     return OptimizeResult(Path(dst), True, stats, diff, reason="fused graph verified")
