@@ -48,6 +48,9 @@ def test_int4_embeddings_bundle_is_verified_and_smaller(ckpt, tmp_path, quantize
     sentences = ["the film was great", "a dull , boring story that never ends"]
     a, b = Bundle.load(same).predict(sentences), Bundle.load(int4).predict(sentences)
     assert np.abs(np.array([p.scores for p in a]) - np.array([p.scores for p in b])).max() < 0.2
+    from edgeprune.cli import main
+
+    assert main(["inspect", str(int4)]) == 0  # 4-bit tables carry no zero share: shown as "-"
 
 
 def test_unfused_embeddings_reproduce_the_fused_node_with_padding(ckpt, tmp_path):

@@ -22,6 +22,11 @@ def _mb(n) -> str:
     return f"{n / 1e6:.3f} MB" if n is not None else "-"
 
 
+def _share(value) -> str:
+    """A tensor's zero share; "-" where none was counted (4-bit packed tables record no sparsity)."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def render(manifest: dict, digest: str) -> str:
     lines = []
     sizes = manifest.get("sizes", {})
@@ -60,7 +65,7 @@ def render(manifest: dict, digest: str) -> str:
     for t in manifest.get("tensors", []):
         shape = "x".join(str(d) for d in t["shape"])
         lines.append(f"{t['name'][-48:]:<48} {shape:<14} {t['form']:<6} {t['bytes']:>10} "
-                     f"{t['dense_bytes']:>10} {t.get('sparsity', 0):>6.1%}")
+                     f"{t['dense_bytes']:>10} {_share(t.get('sparsity')):>6}")
     opt = manifest.get("optimization", {})
     fused = ", ".join(f"{k} x{v}" for k, v in opt.get("fused_ops", {}).items()) or "none"
     lines += ["", f"fusion      {'kept' if opt.get('fused') else 'not used'}: {fused} ({opt.get('reason', '')})"]
