@@ -22,7 +22,7 @@ def test_builtins_load_as_designed():
     assert (kiosk.arch, kiosk.providers, kiosk.threads) == ("x86_64", ("CPUExecutionProvider",), 2)
     assert kiosk.formats == ("structured", "csr") and kiosk.quantization == "int8-dynamic"
     assert kiosk.workload == Workload(batch_size=1, sequence_length="dataset")
-    assert kiosk.budget.latency_p95_ms == 2.0 and kiosk.budget.max_accuracy_drop == 0.01
+    assert kiosk.budget.latency_p95_ms == 1.4 and kiosk.budget.max_accuracy_drop == 0.01
     gpu = resolve_target("ampere-gpu")
     assert gpu.gpu and "2:4" in gpu.formats and gpu.quantization == "fp16" and gpu.min_gpu_capability == 8.0
     arm = resolve_target("arm-kiosk")
