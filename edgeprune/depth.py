@@ -23,12 +23,20 @@ def keep_encoder_layers(model, keep: Sequence[int]) -> list[int]:
     """Keep encoder layers `keep` (0-based, ascending) of `model` in place; returns the dropped indices."""
     layout = encoder_layout(model)
     depth = len(layout)
+    keep = list(keep)
+    if not keep or keep != sorted(set(keep)):
+        raise ModelError(f"keep_layers must list distinct encoder layers in ascending order, got {keep}",
+                         "list at least one layer index, each once, e.g. [1, 3, 5]")
     bad = [i for i in keep if not 0 <= i < depth]
     if bad:
         raise ModelError(f"keep_layers names layer(s) {bad}, but the model has {depth} encoder layers "
                          f"(0..{depth - 1})", f"list layer indices between 0 and {depth - 1}")
-    if list(keep) == list(range(depth)):
+    if keep == list(range(depth)):
         return []
+    keys = [k for k in _DEPTH_KEYS if hasattr(model.config, k)]
+    if not keys:  # checked before anything changes: never a half-cut model
+        raise ModelError(f"the config of {type(model).__name__} has no layer count to update",
+                         "use a BERT- or DistilBERT-style model")
     container_name = layout[0].prefix.rsplit(".", 1)[0]
     container = model.get_submodule(container_name)
     kept = [container[i] for i in keep]
@@ -40,10 +48,6 @@ def keep_encoder_layers(model, keep: Sequence[int]) -> list[int]:
     parent_name, _, attr = container_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, type(container)(kept))
-    keys = [k for k in _DEPTH_KEYS if hasattr(model.config, k)]
-    if not keys:
-        raise ModelError(f"the config of {type(model).__name__} has no layer count to update",
-                         "use a BERT- or DistilBERT-style model")
     for key in keys:
         setattr(model.config, key, len(kept))
     return [i for i in range(depth) if i not in set(keep)]

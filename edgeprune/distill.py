@@ -31,9 +31,10 @@ def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tens
     """Mean over layers of the MSE between matched layer outputs, over non-padding tokens only.
 
     Index 0 (the embeddings) is skipped: pruning never touches it. `layer_map[i]` is the teacher layer
-    that student layer i is matched to: a student cut from the teacher (`kind: layers`) passes the layers
-    it kept, so each layer is held to the very output it started from. Without a map, student layer i
-    is matched to the teacher layer at the same relative depth."""
+    that student layer i is matched to: a student cut from a model as deep as the teacher (`kind: layers`)
+    passes the layers it kept, so each layer is held to the output of the layer it was copied from (the
+    loss starts at zero only for a kept prefix: a later layer now reads an earlier one's output). Without
+    a map, student layer i is matched to the teacher layer at the same relative depth."""
     s_layers, t_layers = list(student_hidden)[1:], list(teacher_hidden)[1:]
     if not s_layers:
         raise ModelError("hidden-state distillation needs the encoder's hidden states",

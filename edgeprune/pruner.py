@@ -95,6 +95,9 @@ class Pruner:
         for i, mod in enumerate(modifiers):
             where = f"pruning.{i}"
             if mod.kind == "layers":
+                if "layers" in seen_kinds:
+                    raise RecipeError(f"{where} is a second 'layers' modifier", "keep one list of layers")
+                seen_kinds.add("layers")
                 self._check_depth(mod, where)
                 continue
             start, end = resolve_step(mod.start, self.total_steps), resolve_step(mod.end, self.total_steps)

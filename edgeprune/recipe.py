@@ -215,6 +215,9 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
+        for mod in d["pruning"]:
+            if mod.get("keep") is None:  # absent unless set: recipes from before `layers` keep their hash
+                mod.pop("keep", None)
         return d
 
     def sha256(self) -> str:

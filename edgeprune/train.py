@@ -110,7 +110,8 @@ def accuracy_metric(eval_pred) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence, teacher=None):
+def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence, teacher=None,
+                  source_depth: int | None = None):
     from transformers import DataCollatorWithPadding, Trainer
 
     from .distill import DistillationTrainer
@@ -121,17 +122,43 @@ def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, cal
     if teacher is not None:
         d = recipe.distillation
         return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature,
-                                   hidden_weight=d.hidden_weight, layer_map=layer_map(recipe, teacher), **common)
+                                   hidden_weight=d.hidden_weight,
+                                   layer_map=layer_map(recipe, teacher, source_depth or 0), **common)
     return Trainer(**common)
 
 
-def layer_map(recipe: Recipe, teacher) -> list[int] | None:
-    """Which teacher layer each student layer distils from: the kept layers when the student was cut from
-    a model as deep as the teacher (so each starts matched to its own output), else relative depth."""
+def check_kept_layers(recipe: Recipe) -> None:
+    """A `layers` cut names layers the recipe's model has (read from its config alone, no weights)."""
+    keep = recipe.kept_layers()
+    if keep is None:
+        return
+    from transformers import AutoConfig
+
+    from .models import resolve_model_path
+
+    folder = Path(resolve_model_path(recipe.model))
+    if not folder.is_dir():
+        return  # a hub id: checked by keep_encoder_layers once the model is loaded
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError):
+        return  # unreadable here: load_classifier reports it with its own message
+    depth = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    index = next(i for i, m in enumerate(recipe.pruning) if m.kind == "layers")
+    if depth is not None and max(keep) >= depth:
+        raise RecipeError(f"recipe field pruning.{index}.keep names layer {max(keep)}, but {recipe.model} has "
+                          f"{depth} encoder layers (0..{depth - 1})",
+                          f"keep layer indices between 0 and {depth - 1}")
+
+
+def layer_map(recipe: Recipe, teacher, source_depth: int) -> list[int] | None:
+    """Which teacher layer each student layer distils from: the layer it was copied from when the student
+    was cut from a model as deep as the teacher (the teacher's own weights with `init_student`), else None
+    (relative depth): a kept index of a 6-layer source means nothing in a 12-layer teacher."""
     from .layout import encoder_layout
 
     keep = recipe.kept_layers()
-    if keep is None or max(keep) >= len(encoder_layout(teacher)):
+    if keep is None or source_depth != len(encoder_layout(teacher)):
         return None
     return keep
 
@@ -169,6 +196,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
                                 "pass --resume to continue it, or --overwrite to start over")
 
     data = load_examples(recipe.data, seed=recipe.training.seed)
+    check_kept_layers(recipe)  # before a dense teacher spends its minutes
     teacher_path = recipe.distillation.teacher
     if teacher_path == DENSE_TEACHER:
         teacher_path = str(ensure_dense_teacher(recipe, teacher_dir_for(out_dir), progress, say))
@@ -207,7 +235,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     hf_logging.set_verbosity_warning()
     try:
         trainer = build_trainer(recipe, args, model, tokenizer, train_ds, eval_ds,
-                                [callback, *extra_callbacks], teacher=teacher)
+                                [callback, *extra_callbacks], teacher=teacher, source_depth=source_depth)
         result = trainer.train(resume_from_checkpoint=last)
         done = callback.evaluations[-1] if callback.evaluations else None
         if done is None or done["step"] != trainer.state.global_step:

@@ -54,6 +54,26 @@ def test_keeping_every_layer_changes_nothing_and_bad_indices_are_refused():
     assert keep_encoder_layers(model, [0, 1, 2]) == [] and model.config.num_hidden_layers == 3
     with pytest.raises(ModelError, match=r"layer\(s\) \[3\]"):
         keep_encoder_layers(model, [0, 3])
+    for bad in ([], [1, 1], [2, 0]):  # the public helper checks what the recipe checks
+        with pytest.raises(ModelError, match="ascending"):
+            keep_encoder_layers(model, bad)
+    assert len(model.bert.encoder.layer) == 3  # nothing was cut by a refused call
+
+
+def test_a_keep_beyond_the_model_is_refused_before_any_training(tiny_model_dir, tiny_data_dir, tmp_path):
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["pruning"] = [{"kind": "layers", "keep": [0, 5]}]
+    raw["distillation"] = {"teacher": "dense", "init_student": True}
+    with pytest.raises(RecipeError, match=r"pruning\.0\.keep names layer 5.*2 encoder layers"):
+        train(recipe_from_dict(raw), tmp_path / "student", progress=False)
+    assert not any(tmp_path.iterdir())  # no teacher was trained first, nothing written
+
+
+def test_recipes_without_a_cut_keep_their_hash():
+    recipe = recipe_from_dict({"pruning": [{"kind": "heads"}]})
+    assert "keep" not in recipe.to_dict()["pruning"][0]
+    cut = recipe_from_dict({"pruning": [{"kind": "heads"}, {"kind": "layers", "keep": [0]}]})
+    assert cut.to_dict()["pruning"][1]["keep"] == [0]
 
 
 def test_distilbert_is_cut_too():
@@ -102,6 +122,8 @@ def test_pruner_refuses_a_model_that_was_not_cut():
     model = tiny_bert()
     keep_encoder_layers(model, [1])
     Pruner(model, recipe.pruning, 10)  # cut first: accepted
+    with pytest.raises(RecipeError, match="second 'layers'"):  # configs built directly skip the recipe check
+        Pruner(model, recipe.pruning * 2, 10)
 
 
 def test_hidden_state_loss_follows_the_layer_map():
@@ -116,12 +138,27 @@ def test_hidden_state_loss_follows_the_layer_map():
         hidden_state_loss(kept, teacher, None, layer_map=[0, 3])
 
 
-def test_train_cuts_the_student_distils_by_kept_layer_and_converts(tiny_data_dir, tmp_path):
+def test_layer_map_only_pairs_kept_indices_with_a_teacher_as_deep_as_the_source():
+    from edgeprune.train import layer_map
+
+    recipe = recipe_from_dict({"pruning": [{"kind": "layers", "keep": [0, 2]}]})
+    assert layer_map(recipe, tiny_bert(num_hidden_layers=3), source_depth=3) == [0, 2]
+    assert layer_map(recipe, tiny_bert(num_hidden_layers=6), source_depth=3) is None  # relative depth
+    assert layer_map(recipe_from_dict({}), tiny_bert(num_hidden_layers=3), source_depth=3) is None
+
+
+def test_train_cuts_the_student_distils_by_kept_layer_and_converts(tiny_data_dir, tmp_path, monkeypatch):
     from transformers import AutoModelForSequenceClassification
+
+    import edgeprune.distill as distill
+
+    seen = []
+    real = distill.hidden_state_loss
+    monkeypatch.setattr(distill, "hidden_state_loss",
+                        lambda *a, **kw: seen.append(a[3] if len(a) > 3 else kw.get("layer_map")) or real(*a, **kw))
 
     from edgeprune.convert import convert_checkpoint
     from edgeprune.runtime import Bundle
-    from edgeprune.train import layer_map
 
     model_dir = tmp_path / "three-layers"
     tiny_bert(num_hidden_layers=3).save_pretrained(model_dir)
@@ -140,7 +177,7 @@ def test_train_cuts_the_student_distils_by_kept_layer_and_converts(tiny_data_dir
     assert student.config.num_hidden_layers == 2
     teacher = AutoModelForSequenceClassification.from_pretrained(state.metrics["dense_checkpoint"])
     assert teacher.config.num_hidden_layers == 3
-    assert layer_map(recipe, teacher) == [0, 2]
+    assert seen and all(m == [0, 2] for m in seen)  # what training really paired, not just the helper
 
     bundle = convert_checkpoint(out, tmp_path / "bundle", quantize="none", progress=False)
     loaded = Bundle.load(bundle)
@@ -148,7 +185,8 @@ def test_train_cuts_the_student_distils_by_kept_layer_and_converts(tiny_data_dir
     assert loaded.manifest["sparsity"]["source_layers"] == 3
     from edgeprune.commands.inspect import render
 
-    assert "2 of 3 encoder layers kept (source layers 0, 2)" in render(loaded.manifest, "0" * 64)
+    shown = render(loaded.manifest, "0" * 64)
+    assert "2 of 3 encoder layers kept (source layers 0, 2)" in shown and "(source layer 2)" in shown
     predictions = loaded.predict(["good fun", "bad awful"])
     assert [p.label for p in predictions] and all(p.label in loaded.labels for p in predictions)
 

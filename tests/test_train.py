@@ -149,6 +149,9 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
     assert sa.heads_pruned == sb.heads_pruned and sa.neurons_pruned == sb.neurons_pruned
     assert [h["step"] for h in sa.history] == [h["step"] for h in sb.history]
     assert sa.layers_kept == sb.layers_kept == ([1] if cut else [0, 1])
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(killed).num_hidden_layers == (1 if cut else 2)  # the resumed model itself
 
 
 def test_resume_without_an_interrupted_run_is_an_error(tiny_recipe, tmp_path, capsys):

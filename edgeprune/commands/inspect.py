@@ -55,6 +55,8 @@ def render(manifest: dict, digest: str) -> str:
         for s in manifest["structure"]:
             note = "bias+LayerNorm only" if s.get("reduced_to_bias_layernorm") else (
                 "no attention" if s["heads_kept"] == 0 else ("no FFN" if s["neurons_kept"] == 0 else ""))
+            if len(kept) == len(manifest["structure"]) and len(kept) < (source_depth or 0):
+                note = f"(source layer {kept[s['layer']]}) {note}".strip()
             lines.append(f"{s['layer']:>5}  {s['heads_kept']:>4}/{s['heads_total']:<5}  "
                          f"{s['neurons_kept']:>6}/{s['neurons_total']:<6} {note}")
     per_layer = sparsity.get("per_layer") or {}
