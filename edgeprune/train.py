@@ -172,8 +172,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     from .callback import GradualPruningCallback
     from .data import load_examples, tokenize
     from .depth import keep_encoder_layers
-    from .layout import encoder_layout
     from .distill import load_teacher
+    from .layout import encoder_layout
     from .models import load_classifier
     from .pruner import Pruner
 
