@@ -19,6 +19,11 @@ from .layout import encoder_layout
 _DEPTH_KEYS = ("num_hidden_layers", "n_layers")
 
 
+def config_depth(config) -> int | None:
+    """The encoder layer count a config states, or None where it states none this module knows."""
+    return next((int(getattr(config, k)) for k in _DEPTH_KEYS if getattr(config, k, None) is not None), None)
+
+
 def keep_encoder_layers(model, keep: Sequence[int]) -> list[int]:
     """Keep encoder layers `keep` (0-based, ascending) of `model` in place; returns the dropped indices."""
     layout = encoder_layout(model)

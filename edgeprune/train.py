@@ -134,6 +134,7 @@ def check_kept_layers(recipe: Recipe) -> None:
         return
     from transformers import AutoConfig
 
+    from .depth import config_depth
     from .models import resolve_model_path
 
     folder = Path(resolve_model_path(recipe.model))
@@ -143,7 +144,7 @@ def check_kept_layers(recipe: Recipe) -> None:
         config = AutoConfig.from_pretrained(str(folder))
     except (OSError, ValueError):
         return  # unreadable here: load_classifier reports it with its own message
-    depth = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    depth = config_depth(config)
     index = next(i for i, m in enumerate(recipe.pruning) if m.kind == "layers")
     if depth is not None and max(keep) >= depth:
         raise RecipeError(f"recipe field pruning.{index}.keep names layer {max(keep)}, but {recipe.model} has "

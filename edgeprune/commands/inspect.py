@@ -46,7 +46,8 @@ def render(manifest: dict, digest: str) -> str:
     sparsity = manifest.get("sparsity", {})
     lines.append(f"sparsity    global {sparsity.get('global', 0):.1%}")
     kept, source_depth = sparsity.get("layers_kept") or [], sparsity.get("source_layers") or 0
-    if kept and source_depth and len(kept) < source_depth:
+    cut = bool(kept) and len(kept) < source_depth
+    if cut:
         lines.append(f"layers      {len(kept)} of {source_depth} encoder layers kept (source layers "
                      f"{', '.join(str(i) for i in kept)})")
     if manifest.get("structure"):
@@ -55,7 +56,7 @@ def render(manifest: dict, digest: str) -> str:
         for s in manifest["structure"]:
             note = "bias+LayerNorm only" if s.get("reduced_to_bias_layernorm") else (
                 "no attention" if s["heads_kept"] == 0 else ("no FFN" if s["neurons_kept"] == 0 else ""))
-            if len(kept) == len(manifest["structure"]) and len(kept) < (source_depth or 0):
+            if cut and len(kept) == len(manifest["structure"]):
                 note = f"(source layer {kept[s['layer']]}) {note}".strip()
             lines.append(f"{s['layer']:>5}  {s['heads_kept']:>4}/{s['heads_total']:<5}  "
                          f"{s['neurons_kept']:>6}/{s['neurons_total']:<6} {note}")

@@ -3,8 +3,8 @@
 `num_heads=0, hidden_size=0` makes the fusion read each layer's head count from its own Reshape (the
 export writes explicit per-layer counts), which is what a model with heads pruned unevenly needs. A
 fused graph that does not reproduce the unfused one within `ATOL` (relative to the logits' size beyond
-1, `verify.logit_tolerance`) is thrown away and the unfused
-graph is used; the manifest records which happened and why.
+1, `verify.logit_tolerance`) is thrown away and the unfused graph is used; the manifest records which
+happened and why.
 """
 
 from __future__ import annotations
