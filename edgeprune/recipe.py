@@ -56,6 +56,9 @@ class DataConfig:
         _check(bool(self.path), "data.path", "is empty; set it to a local folder or a hub dataset id")
 
 
+EMBEDDING_MODES = ("train", "int4")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Mapped onto transformers.TrainingArguments; keys under `extra` pass through unchanged."""
@@ -71,6 +74,10 @@ class TrainingConfig:
     seed: int = 42
     save_steps: int = 500
     logging_steps: int = 50
+    # "train": the word embeddings train like every other weight. "int4": they are snapped once onto the
+    # 4-bit grid convert stores them on (edgeprune.int4) and frozen, so the network learns around the
+    # values the kiosk will hold instead of meeting the rounding after training (dense teachers: "train")
+    embeddings: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -84,6 +91,7 @@ class TrainingConfig:
         _check(self.gradient_accumulation_steps >= 1, "training.gradient_accumulation_steps", "must be >= 1")
         _check(self.save_steps >= 1, "training.save_steps", "must be >= 1")
         _check(self.logging_steps >= 1, "training.logging_steps", "must be >= 1")
+        _check_choice(self.embeddings, EMBEDDING_MODES, "training.embeddings")
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,8 @@ class Recipe:
         for mod in d["pruning"]:
             if mod.get("keep") is None:  # absent unless set: recipes from before `layers` keep their hash
                 mod.pop("keep", None)
+        if d["training"].get("embeddings") == "train":  # likewise for recipes from before `embeddings`
+            d["training"].pop("embeddings")
         return d
 
     def sha256(self) -> str:
@@ -227,8 +237,9 @@ class Recipe:
         return dataclasses.replace(self, pruning=[])
 
     def dense_reference(self) -> "Recipe":
-        """The same model, data and training budget with no pruning and no teacher."""
-        return dataclasses.replace(self, pruning=[], distillation=DistillationConfig())
+        """The same model, data and training budget with no pruning, no teacher and trained embeddings."""
+        return dataclasses.replace(self, pruning=[], distillation=DistillationConfig(),
+                                   training=dataclasses.replace(self.training, embeddings="train"))
 
 
 # --- building from YAML / mappings -------------------------------------------------------------------

@@ -211,6 +211,12 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     if keep is not None:
         dropped = keep_encoder_layers(model, keep)
         say(f"layers: kept encoder layers {keep} of {source_depth}" + (f", dropped {dropped}" if dropped else ""))
+    if recipe.training.embeddings == "int4":
+        from .int4 import BLOCK_SIZE, snap_and_freeze_word_embeddings
+
+        change = snap_and_freeze_word_embeddings(model)
+        say(f"embeddings: word table snapped to 4-bit blocks of {BLOCK_SIZE} (largest change {change:.2e}) "
+            "and frozen")
     teacher = load_teacher(teacher_path, model.config) if teacher_path else None
     args = training_arguments(recipe, work, progress)
     Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early

@@ -188,6 +188,23 @@ def test_cli_bench_without_baselines_and_existing_output(tiny, tmp_path, capsys)
     assert main(args + ["--overwrite"]) == 0
 
 
+def test_accuracy_is_scored_at_the_workload_batch_size(tmp_path):
+    """Dynamic int8 scales a batch by its own values, padding included: a batch-1 kiosk's accuracy is the
+    one scored a sentence at a time, so bench must hand the workload's batch size to every scorer."""
+    from edgeprune.bench.benchmark import _measure
+    from edgeprune.bench.runners import Runner
+    from edgeprune.targets import load_target_file
+
+    asked = []
+    runner = Runner("bundle", "spy", lambda texts: {}, lambda feeds: None,
+                    lambda texts, ids, batch=32: asked.append(batch) or 1.0, "bundle", tmp_path)
+    eval_set = type("E", (), {"texts": ["a", "b"], "label_ids": [0, 1]})()
+    for batch in (1, 3):
+        profile = load_target_file(write_target(tmp_path / str(batch), workload=f"batch_size = {batch}\nsequence_length = 8"))
+        m = _measure(runner, profile, eval_set, FAST, {"latency": False, "memory": False}, [], 8)
+        assert m.accuracy == 1.0 and asked[-1] == batch
+
+
 def test_fix_length_pads_and_truncates():
     feeds = {"input_ids": np.array([[101, 7, 102]]), "attention_mask": np.ones((1, 3), dtype=np.int64)}
     padded = fix_length(feeds, 5, pad_id=9)

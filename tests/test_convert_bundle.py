@@ -91,6 +91,21 @@ def test_target_profile_chooses_forms_and_quantization(tmp_path, structured_ckpt
     warning = "2:4 gives no speed-up without an sm80+ GPU"
     assert f"convert: warning: {warning}" in err and any(n.startswith(warning) for n in m["notes"])
     assert "format 2:4 is not among what pays off on cpu-kiosk" in err
+    # scored as the batch-1 kiosk is fed: one sentence at a time, so dynamic int8 scales see no padding
+    from edgeprune.bench.accuracy import accuracy, load_eval_set
+
+    acc, bundle = m["accuracy"], Bundle.load(out)
+    assert acc["batch_size"] == target.workload.batch_size == 1
+    one_by_one = accuracy(lambda texts: [p.label_id for p in bundle.predict(texts, batch_size=1)],
+                          load_eval_set(m), 1)
+    assert acc["bundle"] == pytest.approx(one_by_one)
+
+
+def test_without_a_target_accuracy_is_scored_in_convert_batches(tmp_path, structured_ckpt):
+    from edgeprune.convert.pipeline import BATCH
+
+    m = manifest(convert_checkpoint(structured_ckpt, tmp_path / "b", quantize="int8-dynamic", progress=False))
+    assert m["accuracy"]["measured"] and m["accuracy"]["batch_size"] == BATCH
 
 
 def test_failed_verification_leaves_no_bundle(tmp_path, structured_ckpt, monkeypatch):

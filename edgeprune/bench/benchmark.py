@@ -10,7 +10,9 @@ not change). Only a bundle *folder* is recorded into: a packed archive is unpack
 and a record there would be lost, so the report says it was not recorded; a folder bench cannot write
 is refused before any measuring (pass `--no-record` to bench it anyway).
 
-Accuracy figures: `accuracy` (the bundle through the kiosk runtime), `checkpoint_accuracy` (PyTorch eager
+Every accuracy is scored in batches of the target workload's batch size, as the device will be fed: dynamic
+int8 takes its activation scale over the whole batch, padding included, so a batch-1 kiosk's accuracy is
+only the one measured a sentence at a time. Accuracy figures: `accuracy` (the bundle through the kiosk runtime), `checkpoint_accuracy` (PyTorch eager
 on the pruned source checkpoint) and `conversion_drop` (their difference: what export and quantization
 cost), `dense_accuracy` (the dense reference: `--dense-checkpoint`, else the dense-teacher accuracy train
 recorded, else not measured) and `accuracy_drop` (dense - bundle: what pruning *and* conversion cost,
@@ -67,8 +69,8 @@ class BenchSettings:
 def _measure(runner: Runner, profile: TargetProfile, eval_set: EvalSet, settings: BenchSettings,
              honest: dict[str, bool], providers: list[str], max_length: int) -> Measurement:
     m = Measurement(runner.name, runner.description, size_mb=runner.size_mb)
-    m.accuracy = runner.score(eval_set.texts, eval_set.label_ids)
     workload = profile.workload
+    m.accuracy = runner.score(eval_set.texts, eval_set.label_ids, workload.batch_size)
     if honest["latency"]:
         batches, seq = make_batches(runner.encode, eval_set.texts, workload.batch_size, workload.sequence_length,
                                     max_length, runner.pad_id)
@@ -162,11 +164,11 @@ def benchmark(bundle_dir: Path, target: str | TargetProfile, out_dir: Path, *, d
         checkpoint_accuracy = eager.accuracy
     elif checkpoint is not None:  # no speed baselines, but the pruned checkpoint's accuracy still counts
         pruned = torch_runner(checkpoint, profile.threads, bundle.encode, bundle.max_length, kind.torch_device)
-        checkpoint_accuracy = pruned.score(eval_set.texts, eval_set.label_ids)
+        checkpoint_accuracy = pruned.score(eval_set.texts, eval_set.label_ids, profile.workload.batch_size)
     if dense_checkpoint is not None:
         reference = torch_runner(Path(dense_checkpoint), profile.threads, bundle.encode, bundle.max_length,
                                  kind.torch_device, name="dense-reference")
-        dense = (reference.score(eval_set.texts, eval_set.label_ids),
+        dense = (reference.score(eval_set.texts, eval_set.label_ids, profile.workload.batch_size),
                  f"PyTorch eager on the dense reference {Path(dense_checkpoint).resolve()}")
     else:
         dense = _recorded_dense(bundle, eval_set, checkpoint, data_dir, settings.eval_limit)

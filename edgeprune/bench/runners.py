@@ -31,7 +31,8 @@ class Runner:
     description: str
     encode: Callable[[list[str]], Feeds]
     run: Callable[[Feeds], Any]
-    score: Callable[[Sequence[str], Sequence[int]], float]   # accuracy on (texts, gold ids): what bench uses
+    # accuracy on (texts, gold ids, batch size): what bench uses, at the target workload's batch size
+    score: Callable[[Sequence[str], Sequence[int], int], float]
     memory_kind: str               # the probe in edgeprune.bench.memory: "bundle" or "torch"
     memory_path: Path
     size_mb: float | None = None   # what ships (ORT bundles); None for a PyTorch checkpoint
@@ -52,7 +53,7 @@ def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle u
     def predict_ids(texts: list[str]) -> list[int]:
         return [p.label_id for p in bundle.predict(texts, batch_size=max(len(texts), 1))]
 
-    return Runner(name, description, bundle.encode, run, lambda texts, ids: accuracy(predict_ids, texts, ids),
+    return Runner(name, description, bundle.encode, run, lambda texts, ids, batch=32: accuracy(predict_ids, texts, ids, batch),
                   "bundle", Path(bundle.path), bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)),
                   predict_ids)
 
@@ -92,10 +93,10 @@ def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], F
             out = model(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()})
             return out.logits.cpu()
 
-    def score(texts: Sequence[str], ids: Sequence[int]) -> float:
+    def score(texts: Sequence[str], ids: Sequence[int], batch: int = 32) -> float:
         model.cpu()
         try:
-            return torch_accuracy(model, tokenizer, list(texts), list(ids), max_length, batch_size=32)
+            return torch_accuracy(model, tokenizer, list(texts), list(ids), max_length, batch_size=batch)
         finally:
             model.to(device)
 

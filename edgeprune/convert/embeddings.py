@@ -18,9 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ModelError
+from ..int4 import BITS, BLOCK_SIZE  # the grid train can snap a student's table onto (edgeprune.int4)
 
-BLOCK_SIZE = 64  # blocks of 32 measured no more accurate on SST-2 and cost 0.8 MB more (scales are fp32)
-BITS = 4
 PREFIX = "edgeprune/embeddings/"
 WORD_GATHER = PREFIX + "word_gather"
 
@@ -96,6 +95,13 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
 
     model = onnx.load(str(src))
     others = [n.name for n in model.graph.node if n.name != word_gather]
+    gather = next(n for n in model.graph.node if n.name == word_gather)
+    table = next(t for t in model.graph.initializer if t.name == gather.input[0])
+    from ..int4 import snap_to_grid
+
+    values = onnx.numpy_helper.to_array(table)
+    # 0 when train snapped the table (training.embeddings: int4): the kiosk then holds what was trained
+    rounding = float(np.abs(snap_to_grid(values, block_size) - values).max()) if values.size else 0.0
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=BITS,
                                           op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
     # the quantizer logs one line per node it skips, warns that int4 needs IR 10 (it upgrades), and
@@ -112,4 +118,4 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
         raise ModelError("onnxruntime did not quantize the word embeddings", "convert with --embeddings same")
     onnx.save(quantized, str(dst))
     return {"mode": "int4", "bits": BITS, "block_size": block_size, "symmetric": False,
-            "op": "GatherBlockQuantized"}
+            "op": "GatherBlockQuantized", "max_rounding": rounding}

@@ -34,6 +34,10 @@ class ConvertOptions:
     int8_max_drop: float = INT8_MAX_ACCURACY_DROP          # int8 verification: accuracy drop allowed
     vocabulary: str = "full"   # full | train (trim embeddings to the training split's tokens + characters)
     embeddings: str = "same"   # same (as the other weights) | int4 (4-bit blocks, see convert.embeddings)
+    # dev accuracy is scored in batches of this many sentences: the target's workload batch size, because
+    # dynamic int8 takes its activation scale over the whole batch, padding included, so a batch-1 kiosk
+    # only gets the accuracy measured one sentence at a time; None: convert's own batches (no target)
+    score_batch: int | None = None
 
     def describe(self) -> str:
         trimmed = ", trimmed vocabulary" if self.vocabulary == "train" else ""
@@ -112,4 +116,5 @@ def resolve_options(target, fmt: str | None, quantize: str | None, structured: b
     elif target is not None and quantize != target.quantization and quantize != "none":
         warnings.append(f"quantization {quantize} differs from {target.name}'s {target.quantization}")
     return ConvertOptions(fmt, forms, quantize, bool(structured), getattr(target, "name", None), gpu,
-                          tuple(warnings), min_agreement, max_drop, vocabulary, embeddings)
+                          tuple(warnings), min_agreement, max_drop, vocabulary, embeddings,
+                          int(target.workload.batch_size) if target is not None else None)

@@ -40,10 +40,10 @@ def _say(progress: bool, message: str) -> None:
         print(f"convert: {message}", file=sys.stderr, flush=True)
 
 
-def _batches(tokenizer, texts: list[str], max_length: int, names: list[str]) -> list[dict]:
+def _batches(tokenizer, texts: list[str], max_length: int, names: list[str], batch: int = BATCH) -> list[dict]:
     out = []
-    for i in range(0, len(texts), BATCH):
-        enc = tokenizer(texts[i:i + BATCH], padding=True, truncation=True, max_length=max_length,
+    for i in range(0, len(texts), batch):
+        enc = tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=max_length,
                         return_tensors="np")
         out.append({n: enc[n].astype(np.int64) for n in names})
     return out
@@ -237,13 +237,15 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         accuracy: dict[str, Any] = {"measured": False, "reason": no_data_reason, "fp32": None,
                                     "bundle": None, "int8": None, "examples": 0}
         if dev is not None:
-            _say(progress, f"measuring accuracy on {len(dev.texts)} {dev.split} sentences")
-            feeds = _batches(tokenizer, dev.texts, max_length, names)
+            score_batch = opts.score_batch or BATCH
+            _say(progress, f"measuring accuracy on {len(dev.texts)} {dev.split} sentences, "
+                           f"{score_batch} at a time")
+            feeds = _batches(tokenizer, dev.texts, max_length, names, score_batch)
             fp32 = torch_accuracy(reference, source_tokenizer, dev.texts, dev.label_ids, max_length,
-                                  batch_size=BATCH)
+                                  batch_size=score_batch)
             got = _ort_accuracy(optimize.run_logits(session, feeds), dev.label_ids)
             accuracy.update(measured=True, reason="", fp32=fp32, bundle=got, examples=len(dev.label_ids),
-                            data=str(dev.source), split=dev.split)
+                            data=str(dev.source), split=dev.split, batch_size=score_batch)
             if opts.quantize.startswith("int8"):
                 accuracy["int8"] = got
             if opts.approximate:
