@@ -90,7 +90,9 @@ def unstructured_recipe(recipe, sparsity: float, dense_teacher: Path | None = No
     distillation = recipe.distillation
     if distillation.teacher == DENSE_TEACHER and dense_teacher is not None:
         distillation = dataclasses.replace(distillation, teacher=str(Path(dense_teacher).resolve()))
-    return dataclasses.replace(recipe, pruning=[mod], distillation=distillation)
+    # its bundle keeps int8 embeddings (csr + int8, no 4-bit table), so its table trains as usual
+    training = dataclasses.replace(recipe.training, embeddings="train")
+    return dataclasses.replace(recipe, pruning=[mod], distillation=distillation, training=training)
 
 
 def checkpoint_is(folder: Path, recipe) -> bool:

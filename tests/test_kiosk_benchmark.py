@@ -163,6 +163,11 @@ def test_derived_recipes(tiny_model_dir, tiny_data_dir):
     (mod,) = kiosk.unstructured_recipe(recipe_from_dict(raw), 0.8).pruning
     assert (mod.start, mod.end, mod.frequency, mod.schedule) == (0.02, 0.5, 3, "linear")  # not the cut's
     assert kiosk.unstructured_recipe(cut, 0.8).distillation.teacher == "dense"
+    # a kiosk student's 4-bit table does not carry over either: that row's bundle stores int8 embeddings
+    raw["training"]["embeddings"] = "int4"
+    snapped = recipe_from_dict(raw)
+    un = kiosk.unstructured_recipe(snapped, 0.8)
+    assert un.training.embeddings == "train" and un.training.learning_rate == snapped.training.learning_rate
 
 
 def test_checkpoint_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
