@@ -10,8 +10,8 @@ What it builds (each one reused when already there and up to date):
 - the kiosk bundle: `edgeprune run RECIPE --target cpu-kiosk` into WORK/kiosk, or --kiosk-out (a run OUT
   folder, a bundle folder, or a checkpoint to convert for cpu-kiosk);
 - the best unstructured-sparse bundle of the same recipe family: the recipe with its pruning replaced by
-  one global magnitude modifier at --unstructured-sparsity, trained, converted to csr + int8-dynamic
-  (WORK/unstructured), or --unstructured-out (a bundle, run OUT folder or checkpoint);
+  one global magnitude modifier at --unstructured-sparsity, trained, converted to csr + the target's int8
+  mode (WORK/unstructured), or --unstructured-out (a bundle, run OUT folder or checkpoint);
 - the dense baselines (PyTorch eager, ORT fp32 dense, ORT int8 dense) with `edgeprune.bench.baselines`.
 
 What it measures, all in this one process run on the target's workload (batch 1, 2 threads, real dev
@@ -881,6 +881,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from edgeprune.errors import EdgepruneError
     from edgeprune.recipe import load_recipe
+    from edgeprune.targets import resolve_target
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
@@ -904,16 +905,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             kiosk = build_kiosk(args.recipe, args.overrides, work, args.runs, args.eval_limit)
         unstructured = None
+        # the target's int8 mode, so the unstructured row differs from the kiosk only in its sparsity form
+        int8 = resolve_target(args.target).quantization
         if not args.no_unstructured:
             if args.unstructured_out is not None:
                 unstructured = bundle_or_convert(args.unstructured_out, work / "unstructured" / "bundle", target=None,
-                                                 fmt="csr", quantize="int8-dynamic", structured=False,
+                                                 fmt="csr", quantize=int8, structured=False,
                                                  data_dir=data_dir)
             else:
                 ck = ensure_checkpoint(unstructured_recipe(recipe, args.unstructured_sparsity, dense),
                                        work / "unstructured" / "checkpoint", "unstructured-sparse")
                 unstructured = ensure_converted(ck, work / "unstructured" / "bundle", target=None, fmt="csr",
-                                                quantize="int8-dynamic", structured=False, data_dir=data_dir)
+                                                quantize=int8, structured=False, data_dir=data_dir)
         result = run_kiosk_benchmark(
             dense_checkpoint=dense, kiosk_bundle=kiosk, unstructured_bundle=unstructured,
             extras=parse_extra(args.extra), scratch=work / "scratch", data_dir=data_dir, target=args.target,

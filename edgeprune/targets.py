@@ -42,7 +42,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 ARCHES = ("x86_64", "aarch64")
 FORMATS = ("structured", "csr", "coo", "2:4", "dense")
-QUANTIZATIONS = ("none", "int8-dynamic", "int8-static", "fp16")
+QUANTIZATIONS = ("none", "int8-dynamic", "int8-dynamic-per-channel", "int8-static", "fp16")
 ENV_VAR = "EDGEPRUNE_TARGETS_PATH"
 ENTRY_POINT_GROUP = "edgeprune.targets"
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "targets"

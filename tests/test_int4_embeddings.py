@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_recipe_dict
-from edgeprune.int4 import BLOCK_SIZE, is_on_grid, snap_to_grid
+from edgeprune.int4 import BLOCK_SIZE, is_on_grid, round_trip, snap_to_grid
 from edgeprune.recipe import recipe_from_dict
 
 
@@ -25,6 +25,17 @@ def test_snap_is_idempotent_and_has_at_most_16_levels_per_block():
         for start in range(0, table.shape[1], BLOCK_SIZE):
             assert len(np.unique(row[start:start + BLOCK_SIZE])) <= 16
     assert not snapped[3].any()
+
+
+def test_a_block_straddling_zero_evenly_is_snapped_to_a_fixed_point():
+    """min = -max gives a zero point of 7.5: one rounding uses levels 0..14 only, and a second rounding
+    would then choose a smaller scale; the snapped table must be what the quantizer stores unchanged."""
+    block = np.linspace(-0.17, 0.17, BLOCK_SIZE, dtype=np.float32)[None, :]
+    block[0, -1] = np.nextafter(np.float32(0.17), np.float32(1))  # zero point 7.4999..: rounds down to 7
+    once = round_trip(block)
+    assert not np.allclose(round_trip(once), once, atol=1e-6)  # one pass is not a fixed point here
+    snapped = snap_to_grid(block)
+    assert is_on_grid(snapped) and np.allclose(round_trip(snapped), snapped, rtol=0, atol=1e-6)
 
 
 def test_recipe_field_is_checked_hashed_only_when_set_and_dropped_for_the_dense_reference(tiny_model_dir,

@@ -20,7 +20,7 @@ def test_builtins_load_as_designed():
     assert names == ["ampere-gpu", "arm-kiosk", "cpu-kiosk"]
     kiosk = resolve_target("cpu-kiosk")
     assert (kiosk.arch, kiosk.providers, kiosk.threads) == ("x86_64", ("CPUExecutionProvider",), 2)
-    assert kiosk.formats == ("structured", "csr") and kiosk.quantization == "int8-dynamic"
+    assert kiosk.formats == ("structured", "csr") and kiosk.quantization == "int8-dynamic-per-channel"
     assert kiosk.workload == Workload(batch_size=1, sequence_length="dataset")
     assert kiosk.budget.latency_p95_ms == 1.4 and kiosk.budget.max_accuracy_drop == 0.01
     gpu = resolve_target("ampere-gpu")

@@ -97,11 +97,11 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
     others = [n.name for n in model.graph.node if n.name != word_gather]
     gather = next(n for n in model.graph.node if n.name == word_gather)
     table = next(t for t in model.graph.initializer if t.name == gather.input[0])
-    from ..int4 import snap_to_grid
+    from ..int4 import round_trip
 
     values = onnx.numpy_helper.to_array(table)
     # 0 when train snapped the table (training.embeddings: int4): the kiosk then holds what was trained
-    rounding = float(np.abs(snap_to_grid(values, block_size) - values).max()) if values.size else 0.0
+    rounding = float(np.abs(round_trip(values, block_size) - values).max()) if values.size else 0.0
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, bits=BITS,
                                           op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
     # the quantizer logs one line per node it skips, warns that int4 needs IR 10 (it upgrades), and
