@@ -78,7 +78,11 @@ def test_every_row_and_column(measured):
     by = {r["name"]: r for r in result["rows"]}
     assert by["pytorch-eager"]["bundle_mb"] is None and by["ort-fp32-dense"]["bundle_mb"] > 0
     assert by["kiosk-bundle"]["torch_imported"] is False and by["pytorch-eager"]["torch_imported"] is True
-    assert by["unstructured-sparse"]["format"] == "csr" and by["unstructured-sparse"]["quantization"] == "int8-dynamic"
+    from edgeprune.targets import resolve_target
+
+    int8 = resolve_target("cpu-kiosk").quantization  # the target's mode, as the kiosk row's
+    assert by["unstructured-sparse"]["format"] == "csr" and by["unstructured-sparse"]["quantization"] == int8
+    assert by["kiosk-bundle"]["quantization"] == int8
     assert (Path(result["inputs"]["unstructured_bundle"]) / "manifest.json").is_file()
     assert result["workload"]["threads"] == 2 and result["workload"]["interleaved"] is True
     assert result["data"]["examples"] == 12 and result["host"]["host_id"] and result["created"]
