@@ -161,14 +161,15 @@ def bundle_or_convert(path: Path, out: Path, **convert) -> Path:
                       "nor a checkpoint (pruning_state.json)", "pass one of those")
 
 
-def build_kiosk(recipe_path: Path, overrides: Sequence[str], work: Path, runs: int, eval_limit: int | None) -> Path:
+def build_kiosk(recipe_path: Path, overrides: Sequence[str], work: Path, runs: int, eval_limit: int | None,
+                target: str = TARGET) -> Path:
     from edgeprune.bench.benchmark import BenchSettings
     from edgeprune.chain import run_chain
 
     out = Path(work) / "kiosk"
-    say(f"kiosk bundle: edgeprune run {recipe_path} --target {TARGET} -o {out}")
+    say(f"kiosk bundle: edgeprune run {recipe_path} --target {target} -o {out}")
     settings = BenchSettings(runs=runs, eval_limit=eval_limit, baselines=False, plots=False)
-    run_chain(recipe_path, TARGET, out, overrides=list(overrides), settings=settings, say=say)
+    run_chain(recipe_path, target, out, overrides=list(overrides), settings=settings, say=say)
     return out / "bundle"
 
 
@@ -885,6 +886,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         recipe = load_recipe(args.recipe, args.overrides)
+        # the target's int8 mode (resolved before anything trains), so the unstructured row differs from the
+        # kiosk only in its sparsity form; a target without one (fp16 GPU) gets ORT's default int8
+        mode = resolve_target(args.target).quantization
+        int8 = mode if mode.startswith("int8") else "int8-dynamic"
         work = args.work.resolve()
         work.mkdir(parents=True, exist_ok=True)
         data_dir = args.data or (Path(recipe.data.path) if Path(recipe.data.path).is_dir() else None)
@@ -903,10 +908,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             kiosk = bundle_or_convert(args.kiosk_out, work / "kiosk-bundle", target=args.target, fmt=None,
                                       quantize=None, data_dir=data_dir)
         else:
-            kiosk = build_kiosk(args.recipe, args.overrides, work, args.runs, args.eval_limit)
+            kiosk = build_kiosk(args.recipe, args.overrides, work, args.runs, args.eval_limit, args.target)
         unstructured = None
-        # the target's int8 mode, so the unstructured row differs from the kiosk only in its sparsity form
-        int8 = resolve_target(args.target).quantization
         if not args.no_unstructured:
             if args.unstructured_out is not None:
                 unstructured = bundle_or_convert(args.unstructured_out, work / "unstructured" / "bundle", target=None,

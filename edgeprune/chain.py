@@ -31,7 +31,8 @@ from .errors import OutputExistsError
 from .hashing import sha256_file, sha256_json, sha256_tree
 
 RECORDS = ".edgeprune-run"
-# the profile fields convert reads (format and quantization choice, warnings, the name in the manifest)
+# the profile fields convert reads (format and quantization choice, warnings, the name in the manifest);
+# it also reads the workload's batch size, the batch its recorded accuracy is scored in
 CONVERT_FIELDS = ("name", "arch", "providers", "formats", "quantization", "min_gpu_capability", "vocabulary",
                   "embeddings")
 STAGE_DIRS = {"train": "checkpoint", "convert": "bundle", "bench": "report"}
@@ -222,7 +223,8 @@ def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str]
 
     checkpoint_id = chain.do("train", train_inputs(recipe), lambda dest: STAGES["train"](recipe, dest), result)
     profile_dict = profile.to_dict()
-    convert_target = {k: profile_dict[k] for k in CONVERT_FIELDS}  # budgets, workload, threads never change a bundle
+    convert_target = {**{k: profile_dict[k] for k in CONVERT_FIELDS},  # budgets and threads never change a bundle
+                      "score_batch": profile.workload.batch_size}
     bundle_id = chain.do("convert", {"checkpoint": checkpoint_id, "target": convert_target,
                                      "format": None, "quantize": None},
                          lambda dest: STAGES["convert"](chain.path("train"), dest, profile), result)

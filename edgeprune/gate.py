@@ -152,6 +152,11 @@ def check_report(report: Any, profile: TargetProfile, where: str = "report") -> 
     if changed:
         raise ReportError(f"{where} was measured with other {', '.join(changed)} than target {profile.name} "
                           "now sets", "re-run `edgeprune bench` with the current profile")
+    accuracy = report["metrics"].get("accuracy")
+    if (measured_with and isinstance(accuracy, dict) and accuracy.get("measured")
+            and "batch_size" not in accuracy):
+        raise ReportError(f"{where} scored accuracy in fixed batches, not in the workload's "
+                          "(edgeprune before 2026-12-02)", "re-run `edgeprune bench`")
     if not isinstance(report["bundle"].get("sha256"), str) or not report["bundle"]["sha256"]:
         raise ReportError(f"{where} does not name the bundle's sha256", "re-run `edgeprune bench`")
 

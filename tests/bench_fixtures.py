@@ -44,7 +44,7 @@ BASE_REPORT: dict[str, Any] = {
         "throughput_per_s": {"measured": True, "value": 200.0},
         "peak_rss_mb": {"measured": True, "value": 120.0},
         "bundle_mb": {"measured": True, "value": 20.0},
-        "accuracy": {"measured": True, "value": 0.90},
+        "accuracy": {"measured": True, "value": 0.90, "batch_size": 1},
         "dense_accuracy": {"measured": True, "value": 0.91},
     },
 }

@@ -144,6 +144,15 @@ def test_gate_on_the_real_report(full_report, tiny, tmp_path, capsys):
     (other / "manifest.json").write_text(json.dumps(manifest))
     assert main(["gate", str(out), "--target", str(generous), "--bundle", str(other)]) == 2
     assert "the report is for bundle" in capsys.readouterr().err
+    # a report scored in fixed batches (before accuracy followed the workload) is stale, not judged
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["accuracy"]["batch_size"] == 1  # the workload's
+    del report["metrics"]["accuracy"]["batch_size"]
+    old = tmp_path / "old-report"
+    shutil.copytree(out, old)
+    (old / "report.json").write_text(json.dumps(report))
+    assert main(["gate", str(old), "--target", str(generous)]) == 2
+    assert "fixed batches" in capsys.readouterr().err
 
 
 def test_arm_target_on_x86_marks_latency_and_memory_unmeasured(tiny, tmp_path):

@@ -53,6 +53,14 @@ def test_recipe_field_is_checked_hashed_only_when_set_and_dropped_for_the_dense_
         recipe_from_dict({**base, "training": {**base["training"], "embeddings": "int3"}})
 
 
+def test_a_model_without_a_word_table_is_a_model_error():
+    from edgeprune.errors import ModelError
+    from edgeprune.int4 import snap_and_freeze_word_embeddings
+
+    with pytest.raises(ModelError, match="training.embeddings: train"):
+        snap_and_freeze_word_embeddings(torch.nn.Linear(4, 4))
+
+
 @pytest.fixture(scope="module")
 def snapped_checkpoint(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     from edgeprune.train import train

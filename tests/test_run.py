@@ -81,6 +81,11 @@ def test_budget_change_only_regates_and_workload_change_rebenches(setup):
     assert rebenched.ran == ["bench"] and rebenched.skipped == ["train", "convert"]
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["metrics"]["latency_ms"]["sequence_length"] == 8
+    # the batch size is also the batch convert scores the bundle's recorded accuracy in
+    target.write_text(target.read_text().replace("batch_size = 1", "batch_size = 2"))
+    reconverted = run(recipe, target, out)
+    assert reconverted.ran == ["convert", "bench"]
+    assert json.loads((out / "bundle" / "manifest.json").read_text())["accuracy"]["batch_size"] == 2
 
 
 def test_an_edited_output_is_redone(setup):

@@ -127,8 +127,9 @@ def _killer(at_step):
 def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_dir, tmp_path, cut):
     raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
     raw["pruning"][0]["score"] = "taylor"  # accumulated state must survive the restart too
-    if cut:  # the resumed model must be cut the same way before the Trainer restores it
+    if cut:  # the resumed model must be cut (and its table snapped) the same way before the Trainer restores it
         raw["pruning"].append({"kind": "layers", "keep": [1]})
+        raw["training"]["embeddings"] = "int4"
     recipe = recipe_from_dict(raw)
     straight = train(recipe, tmp_path / "straight", progress=False)
 
@@ -152,6 +153,14 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
     from transformers import AutoConfig
 
     assert AutoConfig.from_pretrained(killed).num_hidden_layers == (1 if cut else 2)  # the resumed model itself
+    if cut:  # the frozen table survives the restart unchanged and on the grid
+        from safetensors.torch import load_file
+
+        from edgeprune.int4 import is_on_grid
+
+        key = "bert.embeddings.word_embeddings.weight"
+        ta, tb = load_file(straight / "model.safetensors")[key], load_file(killed / "model.safetensors")[key]
+        assert torch.equal(ta, tb) and is_on_grid(tb.numpy())
 
 
 def test_resume_without_an_interrupted_run_is_an_error(tiny_recipe, tmp_path, capsys):

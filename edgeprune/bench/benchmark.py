@@ -10,7 +10,7 @@ not change). Only a bundle *folder* is recorded into: a packed archive is unpack
 and a record there would be lost, so the report says it was not recorded; a folder bench cannot write
 is refused before any measuring (pass `--no-record` to bench it anyway).
 
-Every accuracy is scored in batches of the target workload's batch size, as the device will be fed: dynamic
+Every accuracy bench measures is scored in batches of the target workload's batch size, as the device will be fed: dynamic
 int8 takes its activation scale over the whole batch, padding included, so a batch-1 kiosk's accuracy is
 only the one measured a sentence at a time. Accuracy figures: `accuracy` (the bundle through the kiosk runtime), `checkpoint_accuracy` (PyTorch eager
 on the pruned source checkpoint) and `conversion_drop` (their difference: what export and quantization

@@ -83,7 +83,7 @@ def build_report(*, profile, host, host_match, bundle, bundle_sha256, eval_set, 
         rss = figure(main.memory.peak_rss_mb, torch_imported=main.memory.torch_imported)
     else:
         rss = figure(reason=host_match.reason_for("memory") or "not measured")
-    accuracy = figure(main.accuracy, examples=len(eval_set.texts))
+    accuracy = figure(main.accuracy, examples=len(eval_set.texts), batch_size=profile.workload.batch_size)
     dense_value, dense_source = dense
     dense = (figure(dense_value, source=dense_source) if dense_value is not None
              else figure(reason=dense_source))

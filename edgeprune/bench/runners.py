@@ -53,7 +53,7 @@ def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle u
     def predict_ids(texts: list[str]) -> list[int]:
         return [p.label_id for p in bundle.predict(texts, batch_size=max(len(texts), 1))]
 
-    return Runner(name, description, bundle.encode, run, lambda texts, ids, batch=32: accuracy(predict_ids, texts, ids, batch),
+    return Runner(name, description, bundle.encode, run, lambda texts, ids, batch: accuracy(predict_ids, texts, ids, batch),
                   "bundle", Path(bundle.path), bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)),
                   predict_ids)
 
@@ -93,7 +93,7 @@ def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], F
             out = model(**{k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in feeds.items()})
             return out.logits.cpu()
 
-    def score(texts: Sequence[str], ids: Sequence[int], batch: int = 32) -> float:
+    def score(texts: Sequence[str], ids: Sequence[int], batch: int) -> float:
         model.cpu()
         try:
             return torch_accuracy(model, tokenizer, list(texts), list(ids), max_length, batch_size=batch)

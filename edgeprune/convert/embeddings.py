@@ -95,8 +95,11 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
 
     model = onnx.load(str(src))
     others = [n.name for n in model.graph.node if n.name != word_gather]
-    gather = next(n for n in model.graph.node if n.name == word_gather)
-    table = next(t for t in model.graph.initializer if t.name == gather.input[0])
+    gather = next((n for n in model.graph.node if n.name == word_gather), None)
+    table = next((t for t in model.graph.initializer if gather is not None and t.name == gather.input[0]), None)
+    if table is None:
+        raise ModelError(f"the graph has no word-embedding lookup {word_gather!r} on a stored table",
+                         "convert with --embeddings same")
     from ..int4 import round_trip
 
     values = onnx.numpy_helper.to_array(table)
