@@ -467,7 +467,6 @@ def runner_timer(runner, batches: list) -> Callable[[int, int], list[float]]:
 def measure(rows: list[Row], eval_set, profile, *, runs: int, warmup: int, chunk: int, providers: list[str],
             max_length: int, deepsparse: DeepSparseProcess | None = None) -> None:
     """Fill in accuracy, interleaved latency and fresh-process peak RSS for every available row."""
-    from edgeprune.bench.accuracy import accuracy
     from edgeprune.bench.latency import LatencyResult, make_batches
     from edgeprune.bench.memory import MB, measure_peak_rss
 
@@ -485,7 +484,7 @@ def measure(rows: list[Row], eval_set, profile, *, runs: int, warmup: int, chunk
             continue
         say(f"accuracy {row.name}")
         # as the kiosk is fed: dynamic int8 scales each batch by its own values, padding included
-        row.accuracy = accuracy(row.runner.predict_ids, eval_set, batch_size=workload.batch_size)
+        row.accuracy = row.runner.score(eval_set.texts, eval_set.label_ids, workload.batch_size)
         batches, seq = make_batches(row.runner.encode, eval_set.texts, workload.batch_size, workload.sequence_length,
                                     max_length, row.runner.pad_id)
         timers[row.name], seqs[row.name] = runner_timer(row.runner, batches), seq

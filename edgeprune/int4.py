@@ -78,10 +78,9 @@ def snap_and_freeze_word_embeddings(model, block_size: int = BLOCK_SIZE) -> floa
     if weight is None or weight.dim() != 2:
         raise ModelError(f"model {type(model).__name__} has no 2-D word-embedding table to snap to 4 bits",
                          "set training.embeddings: train for this model")
+    before = weight.detach().cpu().float().numpy()
+    snapped = snap_to_grid(before, block_size)
     with torch.no_grad():
-        before = weight.detach().cpu().float().numpy()
-        snapped = torch.from_numpy(snap_to_grid(before, block_size)).to(weight.device, weight.dtype)
-        change = float((snapped.float().cpu() - torch.from_numpy(before)).abs().max()) if before.size else 0.0
-        weight.copy_(snapped)
+        weight.copy_(torch.from_numpy(snapped))
     weight.requires_grad_(False)
-    return change
+    return float(np.abs(snapped - before).max()) if before.size else 0.0

@@ -37,8 +37,6 @@ class Runner:
     memory_path: Path
     size_mb: float | None = None   # what ships (ORT bundles); None for a PyTorch checkpoint
     pad_id: int = 0
-    # predicted ids for callers that score on their own (benchmarks/kiosk.py); bench itself uses `score`
-    predict_ids: Callable[[list[str]], Sequence[int]] | None = None
 
 
 def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle under test") -> Runner:
@@ -54,8 +52,7 @@ def bundle_runner(bundle, name: str = "bundle", description: str = "the bundle u
         return [p.label_id for p in bundle.predict(texts, batch_size=max(len(texts), 1))]
 
     return Runner(name, description, bundle.encode, run, lambda texts, ids, batch: accuracy(predict_ids, texts, ids, batch),
-                  "bundle", Path(bundle.path), bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)),
-                  predict_ids)
+                  "bundle", Path(bundle.path), bundle_mb(bundle.manifest), int(bundle.manifest.get("pad_token_id", 0)))
 
 
 def load_torch_classifier(folder: Path):
@@ -100,10 +97,5 @@ def torch_runner(checkpoint: Path, threads: int, encode: Callable[[list[str]], F
         finally:
             model.to(device)
 
-    def predict_ids(texts: list[str]) -> list[int]:
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        with torch.inference_mode():
-            return model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).tolist()
-
     return Runner(name, description or f"PyTorch eager fp32 on the source checkpoint ({device})", encode, run,
-                  score, "torch", Path(checkpoint), None, tokenizer.pad_token_id or 0, predict_ids)
+                  score, "torch", Path(checkpoint), None, tokenizer.pad_token_id or 0)
