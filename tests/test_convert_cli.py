@@ -54,3 +54,23 @@ def test_inspect_of_a_manifest_with_odd_fields_is_one_line(capsys, dense_bundle,
     m["structure"] = [{"layer": 0}]
     (bundle / "manifest.json").write_text(json.dumps(m))
     assert "malformed field" in one_line_error(capsys, ["inspect", str(bundle)])
+
+
+def test_inspect_says_what_batch_the_accuracy_was_scored_in(capsys, dense_bundle, tmp_path):
+    """The figure means something different at batch 1 and batch 16 under dynamic int8: inspect must say which."""
+    import shutil
+
+    m = json.loads((dense_bundle / "manifest.json").read_text())
+    assert m["accuracy"]["measured"]
+    main(["inspect", str(dense_bundle)])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("accuracy"))
+    assert f"in batches of {m['accuracy']['batch_size']}" in line
+    for batch, words in ((1, "one sentence at a time"), (None, "scoring batch not recorded")):
+        bundle = shutil.copytree(dense_bundle, tmp_path / f"b{batch}")
+        m["accuracy"]["batch_size"] = batch
+        if batch is None:
+            del m["accuracy"]["batch_size"]
+        (bundle / "manifest.json").write_text(json.dumps(m))
+        assert main(["inspect", str(bundle)]) == 0
+        assert words in capsys.readouterr().out
+

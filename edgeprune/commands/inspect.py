@@ -79,13 +79,21 @@ def render(manifest: dict, digest: str) -> str:
     if acc.get("measured"):
         int8 = f", int8 {acc['int8']:.4f}" if acc.get("int8") is not None else ""
         lines.append(f"accuracy    fp32 {acc['fp32']:.4f}, bundle {acc['bundle']:.4f}{int8} "
-                     f"on {acc.get('examples')} examples")
+                     f"on {acc.get('examples')} examples{_scored_in(acc)}")
     else:
         lines.append(f"accuracy    not measured: {acc.get('reason')}")
     measured = manifest.get("measured") or {}
     lines.append(f"measured    {', '.join(measured) if measured else 'not benched yet'}")
     lines += ["", "what pays off where:"] + [f"  - {n}" for n in manifest.get("notes", [])]
     return "\n".join(lines)
+
+
+def _scored_in(acc: dict) -> str:
+    """Dynamic int8 scales each activation over the whole batch, so the batch the figure was scored at is part
+    of the figure: bundles converted before it was recorded say so rather than leaving it to be guessed."""
+    batch = acc.get("batch_size")
+    return ", one sentence at a time" if batch == 1 else (
+        f", in batches of {batch}" if batch else ", scoring batch not recorded")
 
 
 def run(args) -> int:
