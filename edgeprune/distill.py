@@ -9,6 +9,7 @@ changes a layer's insides but not its hidden size, so the comparison needs no pr
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -18,12 +19,24 @@ from transformers import Trainer
 from .errors import ModelError
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, hard_loss: torch.Tensor,
-                      alpha: float, temperature: float) -> torch.Tensor:
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Sequence[torch.Tensor],
+                      hard_loss: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
+    """`teacher_logits` is one teacher's logits, or several teachers' whose softened distributions are averaged."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), F.log_softmax(teacher_logits / t, dim=-1),
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), ensemble_log_probs(teacher_logits, t),
                     reduction="batchmean", log_target=True) * (t * t)
     return alpha * soft + (1.0 - alpha) * hard_loss
+
+
+def ensemble_log_probs(logits: torch.Tensor | Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
+    """log of the mean of the teachers' probabilities at `temperature` (their mixture, not their mean logit:
+    a teacher that is sure does not outvote two that are not by the size of its logits)."""
+    if isinstance(logits, torch.Tensor):
+        return F.log_softmax(logits / temperature, dim=-1)
+    if len(logits) == 1:
+        return F.log_softmax(logits[0] / temperature, dim=-1)
+    each = torch.stack([F.log_softmax(z / temperature, dim=-1) for z in logits])
+    return torch.logsumexp(each, dim=0) - math.log(len(logits))
 
 
 def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None,
@@ -84,19 +97,22 @@ def load_teacher(spec: str, student_config):
 
 class DistillationTrainer(Trainer):
     def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, hidden_weight: float = 0.0,
-                 layer_map: Sequence[int] | None = None, **kwargs):
+                 layer_map: Sequence[int] | None = None, extra_teachers: Sequence = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device)
+        # the other ensemble members: their logits join the soft target; hidden states come from `teacher`
+        self.extra_teachers = [t.to(self.args.device) for t in extra_teachers]
         self.alpha, self.temperature, self.hidden_weight = alpha, temperature, hidden_weight
         self.layer_map = None if layer_map is None else list(layer_map)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         hidden = self.hidden_weight > 0 and model.training
         outputs = model(**inputs, output_hidden_states=hidden)
+        features = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.no_grad():
-            teacher_out = self.teacher(**{k: v for k, v in inputs.items() if k != "labels"},
-                                       output_hidden_states=hidden)
-        loss = distillation_loss(outputs.logits, teacher_out.logits, outputs.loss, self.alpha, self.temperature)
+            teacher_out = self.teacher(**features, output_hidden_states=hidden)
+            logits = [teacher_out.logits] + [t(**features).logits for t in self.extra_teachers]
+        loss = distillation_loss(outputs.logits, logits, outputs.loss, self.alpha, self.temperature)
         if hidden:
             loss = loss + self.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_out.hidden_states,
                                                                  inputs.get("attention_mask"), self.layer_map)

@@ -181,6 +181,11 @@ class DistillationConfig:
     `hidden_weight` adds layer-wise distillation (TinyBERT, CoFi): head and neuron removal keeps the hidden
     size, so each student layer's output can be pulled towards the teacher's; with `init_student` that
     loss starts at zero and holds every layer near the converged model while its parts are removed.
+    `ensemble: N` (with `teacher: dense`) trains N dense teachers that differ only in their seed (seed,
+    seed+1, ...) into `CHECKPOINT.teacher`, `CHECKPOINT.teacher-2`, ... and distils from their averaged
+    softened distribution: fine-tuning runs that differ by a seed disagree on the hard sentences, and their
+    average is a better target than any one of them. The first stays the dense reference, the student's
+    initial weights and the target of `hidden_weight` (the layers the student was copied from).
     """
 
     teacher: str | None = None
@@ -188,6 +193,7 @@ class DistillationConfig:
     temperature: float = 2.0
     init_student: bool = False
     hidden_weight: float = 0.0
+    ensemble: int = 1
 
     def __post_init__(self):
         _check(not self.init_student or bool(self.teacher), "distillation.init_student",
@@ -197,6 +203,9 @@ class DistillationConfig:
         _check(self.hidden_weight >= 0, "distillation.hidden_weight", f"must be >= 0, got {self.hidden_weight}")
         _check(self.hidden_weight == 0 or bool(self.teacher), "distillation.hidden_weight",
                "needs distillation.teacher (e.g. teacher: dense)")
+        _check(self.ensemble >= 1, "distillation.ensemble", f"must be an integer >= 1, got {self.ensemble}")
+        _check(self.ensemble == 1 or self.teacher == DENSE_TEACHER, "distillation.ensemble",
+               "needs distillation.teacher: dense (the ensemble is the dense reference trained at N seeds)")
 
 
 @dataclass(frozen=True)
@@ -228,6 +237,8 @@ class Recipe:
                 mod.pop("keep", None)
         if d["training"].get("embeddings") == "train":  # likewise for recipes from before `embeddings`
             d["training"].pop("embeddings")
+        if d["distillation"].get("ensemble") == 1:  # and from before `ensemble`
+            d["distillation"].pop("ensemble")
         return d
 
     def sha256(self) -> str:
@@ -240,6 +251,13 @@ class Recipe:
         """The same model, data and training budget with no pruning, no teacher and trained embeddings."""
         return dataclasses.replace(self, pruning=[], distillation=DistillationConfig(),
                                    training=dataclasses.replace(self.training, embeddings="train"))
+
+    def dense_teachers(self) -> list["Recipe"]:
+        """What `teacher: dense` trains: the dense reference, then one more per ensemble member at the next seed."""
+        dense = self.dense_reference()
+        return [dense] + [dataclasses.replace(dense, training=dataclasses.replace(dense.training,
+                                                                                 seed=dense.training.seed + i))
+                          for i in range(1, self.distillation.ensemble)]
 
 
 # --- building from YAML / mappings -------------------------------------------------------------------

@@ -111,7 +111,7 @@ def accuracy_metric(eval_pred) -> dict[str, float]:
 
 
 def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence, teacher=None,
-                  source_depth: int | None = None):
+                  source_depth: int | None = None, extra_teachers: Sequence = ()):
     from transformers import DataCollatorWithPadding, Trainer
 
     from .distill import DistillationTrainer
@@ -122,7 +122,7 @@ def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, cal
     if teacher is not None:
         d = recipe.distillation
         return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature,
-                                   hidden_weight=d.hidden_weight,
+                                   hidden_weight=d.hidden_weight, extra_teachers=extra_teachers,
                                    layer_map=layer_map(recipe, teacher, source_depth or 0), **common)
     return Trainer(**common)
 
@@ -198,9 +198,10 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
 
     data = load_examples(recipe.data, seed=recipe.training.seed)
     check_kept_layers(recipe)  # before a dense teacher spends its minutes
-    teacher_path = recipe.distillation.teacher
+    teacher_path, extra_paths = recipe.distillation.teacher, []
     if teacher_path == DENSE_TEACHER:
-        teacher_path = str(ensure_dense_teacher(recipe, teacher_dir_for(out_dir), progress, say))
+        teacher_path, *extra_paths = [str(ensure_dense_teacher(dense, teacher_dir_for(out_dir, i), progress, say))
+                                      for i, dense in enumerate(recipe.dense_teachers())]
     model, tokenizer = load_classifier(teacher_path if recipe.distillation.init_student else recipe.model,
                                        data.labels)
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -218,6 +219,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         say(f"embeddings: word table snapped to 4-bit blocks of {BLOCK_SIZE} (largest change {change:.2e}) "
             "and frozen")
     teacher = load_teacher(teacher_path, model.config) if teacher_path else None
+    extra_teachers = [load_teacher(p, model.config) for p in extra_paths]
     args = training_arguments(recipe, work, progress)
     Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
     dist = args.distributed_state  # set up by args.world_size above; one rank of N under torchrun
@@ -242,7 +244,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     hf_logging.set_verbosity_warning()
     try:
         trainer = build_trainer(recipe, args, model, tokenizer, train_ds, eval_ds,
-                                [callback, *extra_callbacks], teacher=teacher, source_depth=source_depth)
+                                [callback, *extra_callbacks], teacher=teacher, source_depth=source_depth,
+                                extra_teachers=extra_teachers)
         result = trainer.train(resume_from_checkpoint=last)
         done = callback.evaluations[-1] if callback.evaluations else None
         if done is None or done["step"] != trainer.state.global_step:
@@ -259,7 +262,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         per_layer_sparsity=sparsity["per_layer"], heads_pruned=sparsity["heads_pruned"],
         neurons_pruned=sparsity["neurons_pruned"], nm=sparsity["nm"], history=pruner.history,
         metrics={"eval_accuracy": final["accuracy"],
-                 **_teacher_accuracy(trainer, tokenizer, data, max_length, teacher_path),
+                 **_teacher_accuracy(trainer, tokenizer, data, max_length, [teacher_path, *extra_paths]),
                  "train_loss": result.training_loss, "train_examples": len(data.train.texts),
                  "eval_examples": len(data.eval.texts), "evaluations": callback.evaluations},
         max_length=max_length, labels=list(data.labels), raw_labels=list(data.raw_labels),
@@ -283,35 +286,43 @@ def _final_eval(trainer, callback) -> dict[str, Any]:
             "accuracy": metrics.get("eval_accuracy"), "sparsity": round(callback.pruner.report()["global"], 4)}
 
 
-def _teacher_accuracy(trainer, tokenizer, data, max_length: int, teacher_path: str | None) -> dict[str, Any]:
-    """The dense teacher's dev accuracy: the reference that gate's max_accuracy_drop is measured against."""
+def _teacher_accuracy(trainer, tokenizer, data, max_length: int, teacher_paths: list) -> dict[str, Any]:
+    """The dense teacher's dev accuracy: the reference that gate's max_accuracy_drop is measured against
+    (the first teacher: one fine-tuned model, not the ensemble the kiosk never runs). With an ensemble its
+    accuracy is recorded too, as what the student was taught."""
     teacher = getattr(trainer, "teacher", None)
     if teacher is None:
         return {}
     from .evaluate import torch_accuracy
 
-    acc = torch_accuracy(teacher, tokenizer, data.eval.texts, data.ids(data.eval), max_length)
-    return {"dense_accuracy": acc, "dense_accuracy_source": "distillation teacher",
-            "dense_checkpoint": teacher_path}
+    texts, ids = data.eval.texts, data.ids(data.eval)
+    found = {"dense_accuracy": torch_accuracy(teacher, tokenizer, texts, ids, max_length),
+             "dense_accuracy_source": "distillation teacher", "dense_checkpoint": teacher_paths[0]}
+    extra = getattr(trainer, "extra_teachers", [])
+    if extra:
+        found["ensemble_accuracy"] = torch_accuracy([teacher, *extra], tokenizer, texts, ids, max_length)
+        found["ensemble_checkpoints"] = list(teacher_paths)
+    return found
 
 
-def teacher_dir_for(out_dir: Path) -> Path:
+def teacher_dir_for(out_dir: Path, index: int = 0) -> Path:
+    """CHECKPOINT.teacher for the dense reference, CHECKPOINT.teacher-2, -3, ... for further ensemble members."""
     out_dir = Path(out_dir).resolve()
-    return out_dir.parent / f"{out_dir.name}.teacher"
+    return out_dir.parent / (f"{out_dir.name}.teacher" + (f"-{index + 1}" if index else ""))
 
 
-def ensure_dense_teacher(recipe: Recipe, folder: Path, progress: bool, say: Callable[[str], None]) -> Path:
-    """Train (or reuse, or resume) the dense reference of `recipe` in `folder`."""
+def ensure_dense_teacher(dense: Recipe, folder: Path, progress: bool, say: Callable[[str], None]) -> Path:
+    """Train (or reuse, or resume) the dense recipe `dense` (one of `Recipe.dense_teachers()`) in `folder`."""
     from .checkpoint import read_pruning_state
 
-    dense = recipe.dense_reference()
     if (folder / "pruning_state.json").is_file() and read_pruning_state(folder).recipe_sha256 == dense.sha256():
         say(f"teacher: reusing the dense reference in {folder}")
         return folder
     work = work_dir_for(folder)
     saved = json.loads((work / WORK_RECIPE).read_text()) if (work / WORK_RECIPE).is_file() else {}
     resume = saved.get("sha256") == dense.sha256() and last_resumable_checkpoint(work, False) is not None
-    say(f"teacher: {'resuming' if resume else 'training'} the dense reference into {folder}")
+    say(f"teacher: {'resuming' if resume else 'training'} the dense reference (seed {dense.training.seed}) "
+        f"into {folder}")
     return train(dense, folder, resume=resume, overwrite=True, progress=progress, report=say)
 
 

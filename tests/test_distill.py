@@ -125,3 +125,59 @@ def test_hidden_state_distillation_trains_and_changes_the_result(tiny_model_dir,
     a, b = read_pruning_state(logits_only), read_pruning_state(layered)
     assert b.recipe["distillation"]["hidden_weight"] == 5.0
     assert a.metrics["train_loss"] != b.metrics["train_loss"]
+
+
+def test_an_ensemble_target_is_the_mixture_of_the_teachers_distributions():
+    from edgeprune.distill import ensemble_log_probs
+
+    torch.manual_seed(1)
+    a, b, s, hard = torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3), torch.tensor(0.2)
+    T = 2.0
+    mixture = (F.softmax(a / T, dim=-1) + F.softmax(b / T, dim=-1)) / 2
+    assert torch.allclose(ensemble_log_probs([a, b], T).exp(), mixture, atol=1e-6)
+    assert torch.equal(ensemble_log_probs([a], T), ensemble_log_probs(a, T))  # one teacher: exactly as before
+    assert torch.allclose(distillation_loss(s, [a, a], hard, 0.5, T), distillation_loss(s, a, hard, 0.5, T),
+                          atol=1e-6)
+    # not the mean logit: a confident teacher does not outvote an unsure one by the size of its logits
+    sure, unsure = torch.tensor([[10.0, -10.0]]), torch.tensor([[-0.5, 0.5]])
+    assert ensemble_log_probs([sure, unsure], 1.0).exp()[0, 0] < F.softmax((sure + unsure) / 2, dim=-1)[0, 0]
+
+
+def test_ensemble_recipe_field_checks_and_seeds():
+    from edgeprune.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="distillation.ensemble"):
+        recipe_from_dict({"distillation": {"teacher": "/some/teacher", "ensemble": 2}})
+    with pytest.raises(RecipeError, match="distillation.ensemble"):
+        recipe_from_dict({"distillation": {"teacher": "dense", "ensemble": 0}})
+    one = recipe_from_dict({"distillation": {"teacher": "dense"}})
+    assert "ensemble" not in one.to_dict()["distillation"]  # recipes from before the field keep their hash
+    assert one.sha256() == recipe_from_dict({"distillation": {"teacher": "dense", "ensemble": 1}}).sha256()
+    three = recipe_from_dict({"training": {"seed": 7}, "distillation": {"teacher": "dense", "ensemble": 3}})
+    members = three.dense_teachers()
+    assert [m.training.seed for m in members] == [7, 8, 9]
+    assert members[0] == three.dense_reference() and all(not m.pruning for m in members)
+    two = recipe_from_dict({"distillation": {"teacher": "dense", "ensemble": 2}})
+    assert two.dense_teachers()[0].sha256() == one.dense_reference().sha256()  # the existing teacher is reused
+
+
+def test_an_ensemble_of_dense_teachers_is_trained_seeded_and_distilled_from(tiny_model_dir, tiny_data_dir, tmp_path):
+    from edgeprune.train import teacher_dir_for
+
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["distillation"] = {"teacher": "dense", "init_student": True, "alpha": 0.9}
+    single = read_pruning_state(train(recipe_from_dict(raw), tmp_path / "one", progress=False))
+    raw["distillation"]["ensemble"] = 2
+    out = train(recipe_from_dict(raw), tmp_path / "two", progress=False)
+    first, second = teacher_dir_for(out), teacher_dir_for(out, 1)
+    assert second.name == "two.teacher-2"
+    a, b = read_pruning_state(first), read_pruning_state(second)
+    assert a.recipe["training"]["seed"] + 1 == b.recipe["training"]["seed"]
+    assert {**a.recipe, "training": None} == {**b.recipe, "training": None}  # the seed is all that differs
+    student = read_pruning_state(out)
+    assert student.metrics["dense_checkpoint"] == str(first)  # the reference is one model, not the ensemble
+    assert student.metrics["dense_accuracy"] == a.metrics["eval_accuracy"]
+    assert student.metrics["ensemble_checkpoints"] == [str(first), str(second)]
+    assert 0.0 <= student.metrics["ensemble_accuracy"] <= 1.0
+    assert "ensemble_accuracy" not in single.metrics
+    assert student.metrics["train_loss"] != single.metrics["train_loss"]  # the second teacher changed the target
