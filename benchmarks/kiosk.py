@@ -89,7 +89,9 @@ def unstructured_recipe(recipe, sparsity: float, dense_teacher: Path | None = No
                          params=list(base.params) if base else [], ignore=list(base.ignore) if base else [])
     distillation = recipe.distillation
     if distillation.teacher == DENSE_TEACHER and dense_teacher is not None:
-        distillation = dataclasses.replace(distillation, teacher=str(Path(dense_teacher).resolve()))
+        # an ensemble's further members are not retrained for this row (two dozen minutes each): it
+        # distils from the dense reference alone, which the kiosk's first teacher is
+        distillation = dataclasses.replace(distillation, teacher=str(Path(dense_teacher).resolve()), ensemble=1)
     # its bundle keeps int8 embeddings (csr + int8, no 4-bit table), so its table trains as usual
     training = dataclasses.replace(recipe.training, embeddings="train")
     return dataclasses.replace(recipe, pruning=[mod], distillation=distillation, training=training)

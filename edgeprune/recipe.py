@@ -185,7 +185,8 @@ class DistillationConfig:
     seed+1, ...) into `CHECKPOINT.teacher`, `CHECKPOINT.teacher-2`, ... and distils from their averaged
     softened distribution: fine-tuning runs that differ by a seed disagree on the hard sentences, and their
     average is a better target than any one of them. The first stays the dense reference, the student's
-    initial weights and the target of `hidden_weight` (the layers the student was copied from).
+    initial weights and the target of `hidden_weight` (the layers the student was copied from). With
+    `data.train_limit` the seed also draws each member's subset, so the members are bagged as well.
     """
 
     teacher: str | None = None

@@ -200,8 +200,10 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     check_kept_layers(recipe)  # before a dense teacher spends its minutes
     teacher_path, extra_paths = recipe.distillation.teacher, []
     if teacher_path == DENSE_TEACHER:
-        teacher_path, *extra_paths = [str(ensure_dense_teacher(dense, teacher_dir_for(out_dir, i), progress, say))
-                                      for i, dense in enumerate(recipe.dense_teachers())]
+        teacher_path, *extra_paths = [
+            str(ensure_dense_teacher(dense, teacher_dir_for(out_dir, i), progress, say,
+                                     "the dense reference" if i == 0 else f"ensemble teacher {i + 1}"))
+            for i, dense in enumerate(recipe.dense_teachers())]
     model, tokenizer = load_classifier(teacher_path if recipe.distillation.init_student else recipe.model,
                                        data.labels)
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -311,18 +313,18 @@ def teacher_dir_for(out_dir: Path, index: int = 0) -> Path:
     return out_dir.parent / (f"{out_dir.name}.teacher" + (f"-{index + 1}" if index else ""))
 
 
-def ensure_dense_teacher(dense: Recipe, folder: Path, progress: bool, say: Callable[[str], None]) -> Path:
+def ensure_dense_teacher(dense: Recipe, folder: Path, progress: bool, say: Callable[[str], None],
+                         name: str = "the dense reference") -> Path:
     """Train (or reuse, or resume) the dense recipe `dense` (one of `Recipe.dense_teachers()`) in `folder`."""
     from .checkpoint import read_pruning_state
 
     if (folder / "pruning_state.json").is_file() and read_pruning_state(folder).recipe_sha256 == dense.sha256():
-        say(f"teacher: reusing the dense reference in {folder}")
+        say(f"teacher: reusing {name} in {folder}")
         return folder
     work = work_dir_for(folder)
     saved = json.loads((work / WORK_RECIPE).read_text()) if (work / WORK_RECIPE).is_file() else {}
     resume = saved.get("sha256") == dense.sha256() and last_resumable_checkpoint(work, False) is not None
-    say(f"teacher: {'resuming' if resume else 'training'} the dense reference (seed {dense.training.seed}) "
-        f"into {folder}")
+    say(f"teacher: {'resuming' if resume else 'training'} {name} (seed {dense.training.seed}) into {folder}")
     return train(dense, folder, resume=resume, overwrite=True, progress=progress, report=say)
 
 

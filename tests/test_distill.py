@@ -178,6 +178,64 @@ def test_an_ensemble_of_dense_teachers_is_trained_seeded_and_distilled_from(tiny
     assert student.metrics["dense_checkpoint"] == str(first)  # the reference is one model, not the ensemble
     assert student.metrics["dense_accuracy"] == a.metrics["eval_accuracy"]
     assert student.metrics["ensemble_checkpoints"] == [str(first), str(second)]
-    assert 0.0 <= student.metrics["ensemble_accuracy"] <= 1.0
+    from edgeprune.data import load_examples
+    from edgeprune.distill import load_teacher
+    from edgeprune.evaluate import torch_accuracy
+    from edgeprune.models import load_classifier
+
+    recipe = recipe_from_dict(raw)
+    model, tokenizer = load_classifier(str(out))
+    data = load_examples(recipe.data, seed=recipe.training.seed)
+    pair = [load_teacher(str(first), model.config), load_teacher(str(second), model.config)]
+    assert student.metrics["ensemble_accuracy"] == torch_accuracy(pair, tokenizer, data.eval.texts,
+                                                                  data.ids(data.eval), recipe.data.max_length)
     assert "ensemble_accuracy" not in single.metrics
     assert student.metrics["train_loss"] != single.metrics["train_loss"]  # the second teacher changed the target
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in classifier whose logits are the same for every sentence."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.fixed = torch.tensor(logits)
+
+    def forward(self, input_ids=None, **_):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.fixed.expand(input_ids.shape[0], -1))
+
+
+def test_an_ensemble_is_scored_on_its_mean_probability_not_its_mean_logit():
+    from conftest import tiny_tokenizer
+    from edgeprune.evaluate import torch_accuracy
+
+    # one sure of class 0, two leaning to class 1: the mean logit (+2) says 0, the mean probability (0.41) says 1
+    sure, leaning = _Fixed([10.0, 0.0]), _Fixed([-2.0, 0.0])
+    texts, labels = ["good film", "bad film", "fine"], [1, 1, 1]
+    score = lambda models: torch_accuracy(models, tiny_tokenizer(), texts, labels, 16)  # noqa: E731
+    assert (score(sure), score(leaning), score([sure, leaning, leaning])) == (0.0, 1.0, 1.0)
+
+
+def test_the_trainer_distils_from_every_ensemble_member():
+    from types import SimpleNamespace
+
+    from edgeprune.distill import DistillationTrainer
+
+    torch.manual_seed(2)
+    s, a, b, hard = torch.randn(3, 2), torch.randn(3, 2), torch.randn(3, 2), torch.tensor(0.4)
+    fake = SimpleNamespace(teacher=lambda **kw: SimpleNamespace(logits=a), extra_teachers=[_Fixed(b[0].tolist())],
+                           alpha=0.7, temperature=2.0, hidden_weight=0.0, layer_map=None)
+    inputs = {"input_ids": torch.zeros(3, 4, dtype=torch.long), "labels": torch.zeros(3, dtype=torch.long)}
+
+    class Student:
+        training = True
+
+        def __call__(self, **kw):
+            assert "labels" in kw
+            return SimpleNamespace(logits=s, loss=hard)
+
+    got = DistillationTrainer.compute_loss(fake, Student(), inputs)
+    expected = distillation_loss(s, [a, b[0].expand(3, -1)], hard, 0.7, 2.0)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, distillation_loss(s, a, hard, 0.7, 2.0), atol=1e-4)  # the member counted

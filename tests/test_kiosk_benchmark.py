@@ -167,6 +167,10 @@ def test_derived_recipes(tiny_model_dir, tiny_data_dir):
     (mod,) = kiosk.unstructured_recipe(recipe_from_dict(raw), 0.8).pruning
     assert (mod.start, mod.end, mod.frequency, mod.schedule) == (0.02, 0.5, 3, "linear")  # not the cut's
     assert kiosk.unstructured_recipe(cut, 0.8).distillation.teacher == "dense"
+    # an ensemble kiosk: the row distils from the dense reference alone, not from teachers retrained for it
+    raw["distillation"] = {"teacher": "dense", "init_student": True, "ensemble": 2}
+    un = kiosk.unstructured_recipe(recipe_from_dict(raw), 0.8, tiny_model_dir)
+    assert un.distillation.teacher == str(tiny_model_dir.resolve()) and un.distillation.ensemble == 1
     # a kiosk student's 4-bit table does not carry over either: that row's bundle stores int8 embeddings
     raw["training"]["embeddings"] = "int4"
     snapped = recipe_from_dict(raw)

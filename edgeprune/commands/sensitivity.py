@@ -60,7 +60,8 @@ def run(args) -> int:
             from ..models import load_classifier
             from ..train import train
 
-            dense = train(recipe.without_pruning(), tmp / "dense-checkpoint")
+            # the dense fine-tuned model the sparsities are tried on: no teacher (nor ensemble) to train first
+            dense = train(recipe.dense_reference(), tmp / "dense-checkpoint")
             model, tokenizer = load_classifier(str(dense))
             source = str(out / "dense-checkpoint")
         magnitude = next((m for m in recipe.pruning if m.kind == "magnitude"), ModifierConfig())
