@@ -3,7 +3,7 @@
 Writes sensitivity.json, sensitivity.csv, sensitivity.png and overrides.yaml (sparsity_overrides for a
 magnitude modifier). The layers are those the recipe's first magnitude modifier selects (all encoder
 Linear layers when it has none). Without --checkpoint, a dense model is first fine-tuned with the
-recipe (its pruning removed) and kept in OUT/dense-checkpoint.
+recipe (its pruning and distillation removed: the dense reference) and kept in OUT/dense-checkpoint.
 """
 
 from __future__ import annotations
