@@ -31,11 +31,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 def ensemble_log_probs(logits: torch.Tensor | Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
     """log of the mean of the teachers' probabilities at `temperature` (their mixture, not their mean logit:
     a teacher that is sure does not outvote two that are not by the size of its logits)."""
-    if isinstance(logits, torch.Tensor):
-        return F.log_softmax(logits / temperature, dim=-1)
-    if len(logits) == 1:
-        return F.log_softmax(logits[0] / temperature, dim=-1)
-    each = torch.stack([F.log_softmax(z / temperature, dim=-1) for z in logits])
+    members = [logits] if isinstance(logits, torch.Tensor) else list(logits)
+    if len(members) == 1:  # exactly the one teacher's distribution, as before ensembles
+        return F.log_softmax(members[0] / temperature, dim=-1)
+    each = torch.stack([F.log_softmax(z / temperature, dim=-1) for z in members])
     return torch.logsumexp(each, dim=0) - math.log(len(logits))
 
 
