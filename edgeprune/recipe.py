@@ -57,6 +57,7 @@ class DataConfig:
 
 
 EMBEDDING_MODES = ("train", "int4")
+from .fake_int8 import MODES as TRAINING_QUANTIZE_MODES  # noqa: E402 - convert's int8 names, simulated in training
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,10 @@ class TrainingConfig:
     # 4-bit grid convert stores them on (edgeprune.int4) and frozen, so the network learns around the
     # values the kiosk will hold instead of meeting the rounding after training (dense teachers: "train")
     embeddings: str = "train"
+    # "none": fp32 training. "int8-dynamic[-per-channel]": every Linear computes with its weights and inputs
+    # rounded exactly as convert's int8 of that name rounds them (edgeprune.fake_int8), so the student
+    # learns weights that survive the bundle's int8 instead of meeting it after training (dense teachers: none)
+    quantize: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -92,6 +97,7 @@ class TrainingConfig:
         _check(self.save_steps >= 1, "training.save_steps", "must be >= 1")
         _check(self.logging_steps >= 1, "training.logging_steps", "must be >= 1")
         _check_choice(self.embeddings, EMBEDDING_MODES, "training.embeddings")
+        _check_choice(self.quantize, TRAINING_QUANTIZE_MODES, "training.quantize")
 
 
 @dataclass(frozen=True)
@@ -238,6 +244,8 @@ class Recipe:
                 mod.pop("keep", None)
         if d["training"].get("embeddings") == "train":  # likewise for recipes from before `embeddings`
             d["training"].pop("embeddings")
+        if d["training"].get("quantize") == "none":  # and from before `quantize`
+            d["training"].pop("quantize")
         if d["distillation"].get("ensemble") == 1:  # and from before `ensemble`
             d["distillation"].pop("ensemble")
         return d
@@ -249,9 +257,10 @@ class Recipe:
         return dataclasses.replace(self, pruning=[])
 
     def dense_reference(self) -> "Recipe":
-        """The same model, data and training budget with no pruning, no teacher and trained embeddings."""
+        """The same model, data and training budget with no pruning, no teacher, trained embeddings and
+        fp32 training: the model the cloud runs today."""
         return dataclasses.replace(self, pruning=[], distillation=DistillationConfig(),
-                                   training=dataclasses.replace(self.training, embeddings="train"))
+                                   training=dataclasses.replace(self.training, embeddings="train", quantize="none"))
 
     def dense_teachers(self) -> list["Recipe"]:
         """What `teacher: dense` trains: the dense reference, then one more per ensemble member at the next seed."""

@@ -220,6 +220,13 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         change = snap_and_freeze_word_embeddings(model)
         say(f"embeddings: word table snapped to 4-bit blocks of {BLOCK_SIZE} (largest change {change:.2e}) "
             "and frozen")
+    if recipe.training.quantize != "none":
+        from .fake_int8 import Int8Aware
+
+        int8 = Int8Aware(model, recipe.training.quantize,
+                         word_table="int4" if recipe.training.embeddings == "int4" else "int8")
+        say(f"int8-aware: {len(int8.linears)} matrices and {len(int8.tables)} embedding tables train through "
+            f"{recipe.training.quantize} rounding (dev accuracy below is the int8 model's)")
     teacher = load_teacher(teacher_path, model.config) if teacher_path else None
     extra_teachers = [load_teacher(p, model.config) for p in extra_paths]
     args = training_arguments(recipe, work, progress)

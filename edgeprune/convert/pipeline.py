@@ -117,6 +117,16 @@ def _unfuse_embeddings(src: Path, dst: Path, feeds: list[dict], report) -> tuple
     return dst, word_gather
 
 
+def _training_mismatch(state: ckpt.PruningState, opts) -> list[str]:
+    """A student trained through one int8 rounding (training.quantize) and converted with another loses
+    what int8-aware training bought; say so rather than refuse (the bundle is still verified)."""
+    trained = (state.recipe.get("training") or {}).get("quantize", "none")
+    if trained in ("none", opts.quantize):
+        return []
+    return [f"the checkpoint was trained through {trained} rounding but is converted with {opts.quantize}: "
+            f"the bundle does not round as the student learned; convert with --quantize {trained}"]
+
+
 def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
                        overwrite=False, data_dir=None, eval_limit=None, progress=True,
                        int8_min_agreement: float | None = None, int8_max_drop: float | None = None,
@@ -137,7 +147,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
                            embeddings)
     check_output_free(out_dir, overwrite)
     state = ckpt.read_pruning_state(checkpoint_dir)
-    for note in opts.warnings:
+    for note in (*opts.warnings, *_training_mismatch(state, opts)):
         print(f"convert: warning: {note}", file=sys.stderr)
 
     _say(progress, f"loading {checkpoint_dir}")
