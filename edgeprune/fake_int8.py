@@ -3,8 +3,8 @@
 convert quantizes every MatMul (and the fused Attention) with `quantize_dynamic`: weights int8
 symmetric (one scale per output channel, or one per matrix), activations uint8 with a scale and zero
 point taken at run time from the tensor itself. A student trained in fp32 meets that rounding only after
-training; on the kiosk student it cost 0.1 to 0.6 points (SST-2 dev, one sentence at a time), which is
-most of what stands between it and the accuracy floor. Here each Linear computes with both of its
+training; on the kiosk student it cost 0.1 to 0.6 points (SST-2 dev, one sentence at a time), and the
+bundle's accuracy was known only after convert. Here each Linear computes with both of its
 inputs rounded exactly as the kiosk will round them, and gradients pass straight through the rounding
 (Bengio et al. 2013; Jacob et al. 2018), so the network learns weights that survive it.
 
@@ -19,8 +19,8 @@ What is simulated, and why it matches the bundle:
   one range per table, as `quantize_dynamic` stores a Gather's or EmbedLayerNormalization's table.
 The latent weights stay fp32 and are what the checkpoint saves: convert's quantizer rounds them to the
 very grid the forward pass used. Every Linear takes part, pooler and classifier included: each is a
-MatMul in the exported graph and `quantize_dynamic` rounds every one. Nothing is registered as a parameter or buffer, so the
-state dict, masks, resume and save_pretrained are unchanged.
+MatMul in the exported graph and `quantize_dynamic` rounds every one. Nothing is registered as a
+parameter or buffer, so the state dict, masks, resume and save_pretrained are unchanged.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def fake_quantize_activation(x, real_tokens=None):
     flat = v.reshape(v.shape[0], -1, v.shape[-1]) if v.dim() > 2 else v.reshape(v.shape[0], 1, -1)
     if real_tokens is not None and v.dim() == 3 and tuple(real_tokens.shape) == tuple(v.shape[:2]):
         keep = real_tokens.to(torch.bool).unsqueeze(-1)
-        hi = torch.where(keep, flat, torch.full_like(flat, -float("inf"))).amax(dim=(1, 2))
-        lo = torch.where(keep, flat, torch.full_like(flat, float("inf"))).amin(dim=(1, 2))
+        hi = flat.masked_fill(~keep, -float("inf")).amax(dim=(1, 2))
+        lo = flat.masked_fill(~keep, float("inf")).amin(dim=(1, 2))
     else:
         hi, lo = flat.amax(dim=(1, 2)), flat.amin(dim=(1, 2))
     hi, lo = torch.clamp(hi, min=0.0), torch.clamp(lo, max=0.0)  # a row with no real token: range [0, 0]

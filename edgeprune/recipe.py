@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .errors import RecipeError
+from .fake_int8 import MODES as TRAINING_QUANTIZE_MODES  # convert's int8 names, simulated in training
 from .hashing import sha256_json
 
 EMBEDDED_MODELS = {"embedded:minilm-l6"}
@@ -57,7 +58,6 @@ class DataConfig:
 
 
 EMBEDDING_MODES = ("train", "int4")
-from .fake_int8 import MODES as TRAINING_QUANTIZE_MODES  # noqa: E402 - convert's int8 names, simulated in training
 
 
 @dataclass(frozen=True)
