@@ -111,13 +111,14 @@ def load_masks(path: Path) -> dict:
 
 def load_classifier_folder(path: Path):
     """(model in eval mode, tokenizer) of a save_pretrained classifier folder, or a one-line error."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    from .models import quiet_transformers
+    from .models import classifier_class, quiet_transformers
 
     try:
         with quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path)
+            model = classifier_class(config).from_pretrained(path, config=config)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load a classifier from {path} ({str(exc).splitlines()[0][:160]})",

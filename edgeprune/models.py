@@ -53,9 +53,26 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
-def load_classifier(spec: str, labels: list[str] | None = None):
-    """(model, tokenizer) for sequence classification; `labels` sizes and names a fresh head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def classifier_class(config):
+    """The class that computes `config`'s classifier: Hugging Face's own, or edgeprune's mean-pooling
+    head when the checkpoint was trained with `training.pooling: mean` (see edgeprune.pooling)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .pooling import POOLINGS, config_pooling, mean_pooling_class
+
+    pooling = config_pooling(config)
+    if pooling not in POOLINGS:
+        raise ModelError(f"the model's config.json asks for pooling {pooling!r}, which this edgeprune lacks",
+                         f"use a checkpoint with pooling one of {', '.join(POOLINGS)}, or upgrade edgeprune")
+    return mean_pooling_class(config) if pooling == "mean" else AutoModelForSequenceClassification
+
+
+def load_classifier(spec: str, labels: list[str] | None = None, pooling: str | None = None):
+    """(model, tokenizer) for sequence classification; `labels` sizes and names a fresh head, `pooling`
+    (cls|mean) sets what the head reads, else the checkpoint's own choice holds."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .pooling import CONFIG_KEY
 
     path = resolve_model_path(spec)
     kwargs = {}
@@ -65,7 +82,10 @@ def load_classifier(spec: str, labels: list[str] | None = None):
     try:
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+            config = AutoConfig.from_pretrained(path, **kwargs)
+            if pooling is not None:
+                setattr(config, CONFIG_KEY, pooling)
+            model = classifier_class(config).from_pretrained(path, config=config)
     except (OSError, ValueError) as exc:
         where = "folder" if Path(path).exists() else "hub id"
         raise ModelError(f"cannot load model {spec!r} ({where}: {str(exc).splitlines()[0][:160]})",

@@ -20,6 +20,7 @@ from typing import Any, Union
 from .errors import RecipeError
 from .fake_int8 import MODES as TRAINING_QUANTIZE_MODES  # convert's int8 names, simulated in training
 from .hashing import sha256_json
+from .pooling import POOLINGS
 
 EMBEDDED_MODELS = {"embedded:minilm-l6"}
 DENSE_TEACHER = "dense"  # distillation.teacher keyword: train the dense reference first
@@ -83,6 +84,10 @@ class TrainingConfig:
     # rounded exactly as convert's int8 of that name rounds them (edgeprune.fake_int8), so the student
     # learns weights that survive the bundle's int8 instead of meeting it after training (dense teachers: none)
     quantize: str = "none"
+    # what the classification head reads: "cls", the first token (Hugging Face's BERT head), or "mean", the
+    # masked mean of the last layer, the summary a sentence encoder such as the embedded MiniLM was trained
+    # to produce (edgeprune.pooling). Dense teachers share it: it is the model, not a training trick
+    pooling: str = "cls"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -98,6 +103,7 @@ class TrainingConfig:
         _check(self.logging_steps >= 1, "training.logging_steps", "must be >= 1")
         _check_choice(self.embeddings, EMBEDDING_MODES, "training.embeddings")
         _check_choice(self.quantize, TRAINING_QUANTIZE_MODES, "training.quantize")
+        _check_choice(self.pooling, POOLINGS, "training.pooling")
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,8 @@ class Recipe:
             d["training"].pop("embeddings")
         if d["training"].get("quantize") == "none":  # and from before `quantize`
             d["training"].pop("quantize")
+        if d["training"].get("pooling") == "cls":  # and from before `pooling`
+            d["training"].pop("pooling")
         if d["distillation"].get("ensemble") == 1:  # and from before `ensemble`
             d["distillation"].pop("ensemble")
         return d

@@ -205,7 +205,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
                                      "the dense reference" if i == 0 else f"ensemble teacher {i + 1}"))
             for i, dense in enumerate(recipe.dense_teachers())]
     model, tokenizer = load_classifier(teacher_path if recipe.distillation.init_student else recipe.model,
-                                       data.labels)
+                                       data.labels, pooling=recipe.training.pooling)
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and recipe.data.max_length > limit:
         raise RecipeError(f"recipe field data.max_length is {recipe.data.max_length}, beyond the "

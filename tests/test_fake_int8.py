@@ -93,21 +93,6 @@ def test_rounding_is_on_the_int8_grid_and_gradients_pass_straight_through():
     np.testing.assert_array_equal(x.grad.numpy(), np.ones((2, 5, 8), dtype=np.float32))
 
 
-def test_recipe_field_is_checked_hashed_only_when_set_and_off_for_the_dense_reference(tiny_model_dir,
-                                                                                      tiny_data_dir):
-    from edgeprune.errors import RecipeError
-
-    base = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
-    plain = recipe_from_dict(base)
-    assert "quantize" not in plain.to_dict()["training"]  # recipes from before the field keep their hash
-    aware = recipe_from_dict({**base, "training": {**base["training"], "quantize": "int8-dynamic-per-channel"}})
-    assert aware.sha256() != plain.sha256()
-    assert aware.dense_reference().training.quantize == "none"
-    assert aware.dense_reference().sha256() == plain.dense_reference().sha256()
-    with pytest.raises(RecipeError, match="training.quantize"):
-        recipe_from_dict({**base, "training": {**base["training"], "quantize": "int4"}})
-
-
 @pytest.fixture(scope="module")
 def int8_aware_checkpoint(tiny_model_dir, tiny_data_dir, tmp_path_factory):
     from edgeprune.train import train

@@ -38,21 +38,6 @@ def test_a_block_straddling_zero_evenly_is_snapped_to_a_fixed_point():
     assert is_on_grid(snapped) and np.allclose(round_trip(snapped), snapped, rtol=0, atol=1e-6)
 
 
-def test_recipe_field_is_checked_hashed_only_when_set_and_dropped_for_the_dense_reference(tiny_model_dir,
-                                                                                         tiny_data_dir):
-    from edgeprune.errors import RecipeError
-
-    base = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
-    plain = recipe_from_dict(base)
-    assert "embeddings" not in plain.to_dict()["training"]  # recipes from before the field keep their hash
-    snapped = recipe_from_dict({**base, "training": {**base["training"], "embeddings": "int4"}})
-    assert snapped.training.embeddings == "int4" and snapped.sha256() != plain.sha256()
-    assert snapped.dense_reference().training.embeddings == "train"
-    assert snapped.dense_reference().sha256() == plain.dense_reference().sha256()
-    with pytest.raises(RecipeError, match="training.embeddings"):
-        recipe_from_dict({**base, "training": {**base["training"], "embeddings": "int3"}})
-
-
 def test_a_model_without_a_word_table_is_a_model_error():
     from edgeprune.errors import ModelError
     from edgeprune.int4 import snap_and_freeze_word_embeddings

@@ -79,3 +79,23 @@ def test_exponent_without_dot_is_a_number_not_a_string(tmp_path):
     assert load_recipe(tmp_path / "r.yaml").training.learning_rate == 5e-5
     with pytest.raises(RecipeError, match="training.learning_rate must be a number"):
         recipe_from_dict({"training": {"learning_rate": "fast"}})
+
+
+@pytest.mark.parametrize("field,value,dense_value,bad", [
+    ("embeddings", "int4", "train", "int3"),       # a student-only trick: the dense reference trains its table
+    ("quantize", "int8-dynamic-per-channel", "none", "int4"),  # likewise: the reference trains in fp32
+    ("pooling", "mean", "mean", "max"),            # the model itself: the reference shares it
+])
+def test_training_fields_are_checked_hashed_only_when_set_and_resolved_for_the_dense_reference(
+        field, value, dense_value, bad, tiny_model_dir, tiny_data_dir):
+    from conftest import tiny_recipe_dict
+
+    base = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    plain = recipe_from_dict(base)
+    assert field not in plain.to_dict()["training"]  # recipes from before the field keep their hash
+    changed = recipe_from_dict({**base, "training": {**base["training"], field: value}})
+    assert getattr(changed.training, field) == value and changed.sha256() != plain.sha256()
+    assert getattr(changed.dense_reference().training, field) == dense_value
+    assert (changed.dense_reference().sha256() == plain.dense_reference().sha256()) == (dense_value != value)
+    with pytest.raises(RecipeError, match=f"training.{field}"):
+        recipe_from_dict({**base, "training": {**base["training"], field: bad}})
