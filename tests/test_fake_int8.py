@@ -136,3 +136,16 @@ def test_converting_with_another_int8_than_the_one_trained_is_a_warning(int8_awa
     convert_checkpoint(int8_aware_checkpoint, tmp_path / "c", quantize="int8-dynamic-per-channel",
                        embeddings="int4", progress=False, int8_min_agreement=0.5, int8_max_drop=1.0)
     assert "trained through" not in capsys.readouterr().err
+
+
+def test_bench_baselines_of_an_int8_aware_checkpoint_raise_no_false_alarm(int8_aware_checkpoint, tmp_path, capsys):
+    """Bench's dense fp32 / per-tensor int8 baselines convert the student with another mode on purpose."""
+    from edgeprune.bench.baselines import DENSE_BASELINES, build_baselines
+    from edgeprune.checkpoint import load_classifier_folder
+
+    _, tok = load_classifier_folder(int8_aware_checkpoint)
+    encode = lambda texts: {k: v.astype(np.int64) for k, v in tok(texts, return_tensors="np").items()}  # noqa: E731
+    runners, notes = build_baselines(int8_aware_checkpoint, tmp_path, threads=1, providers=["CPUExecutionProvider"],
+                                     encode=encode, max_length=16)
+    assert len(runners) == 1 + len(DENSE_BASELINES) and not notes
+    assert "trained through" not in capsys.readouterr().err

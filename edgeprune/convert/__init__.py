@@ -13,14 +13,14 @@ from pathlib import Path
 def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
                        overwrite=False, data_dir=None, eval_limit=None, progress=True,
                        int8_min_agreement=None, int8_max_drop=None, vocabulary=None,
-                       embeddings=None) -> Path:
+                       embeddings=None, warn_int8_mismatch=True) -> Path:
     """Turn a pruned checkpoint into a verified bundle; see `edgeprune.convert.pipeline`."""
     from .pipeline import convert_checkpoint as run
 
     return run(checkpoint_dir, out_dir, target=target, fmt=fmt, quantize=quantize, structured=structured,
                overwrite=overwrite, data_dir=data_dir, eval_limit=eval_limit, progress=progress,
                int8_min_agreement=int8_min_agreement, int8_max_drop=int8_max_drop, vocabulary=vocabulary,
-               embeddings=embeddings)
+               embeddings=embeddings, warn_int8_mismatch=warn_int8_mismatch)
 
 
 __all__ = ["convert_checkpoint"]

@@ -130,8 +130,12 @@ def _training_mismatch(state: ckpt.PruningState, opts) -> list[str]:
 def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quantize=None, structured=True,
                        overwrite=False, data_dir=None, eval_limit=None, progress=True,
                        int8_min_agreement: float | None = None, int8_max_drop: float | None = None,
-                       vocabulary: str | None = None, embeddings: str | None = None) -> Path:
+                       vocabulary: str | None = None, embeddings: str | None = None,
+                       warn_int8_mismatch: bool = True) -> Path:
     """Turn a pruned checkpoint into a verified kiosk bundle at `out_dir`; returns `out_dir`.
+
+    `warn_int8_mismatch=False` is for a deliberate other quantization (bench's dense baselines of an
+    int8-aware checkpoint), where the mismatch warning would only be a false alarm.
 
     int8 bundles are verified by label agreement with the fp32 checkpoint (>= `int8_min_agreement`,
     default `verify.INT8_MIN_LABEL_AGREEMENT`) and accuracy drop (<= `int8_max_drop`; default the
@@ -147,7 +151,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
                            embeddings)
     check_output_free(out_dir, overwrite)
     state = ckpt.read_pruning_state(checkpoint_dir)
-    for note in (*opts.warnings, *_training_mismatch(state, opts)):
+    for note in (*opts.warnings, *(_training_mismatch(state, opts) if warn_int8_mismatch else ())):
         print(f"convert: warning: {note}", file=sys.stderr)
 
     _say(progress, f"loading {checkpoint_dir}")
