@@ -16,6 +16,8 @@ carries the pooling in its graph, so the kiosk never depends on this.
 
 from __future__ import annotations
 
+import functools
+
 POOLINGS = ("cls", "mean")
 CONFIG_KEY = "edgeprune_pooling"
 
@@ -33,6 +35,7 @@ def masked_mean(hidden, attention_mask):
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+@functools.cache  # one class per process: transformers keys its registries and checks on the class
 def _mean_pooling_bert_class():
     import torch
     from transformers import BertForSequenceClassification
@@ -59,9 +62,6 @@ def _mean_pooling_bert_class():
     return MeanPoolingBertForSequenceClassification
 
 
-_CLASSES: dict = {}
-
-
 def mean_pooling_class(config):
     """The mean-pooling classifier class for `config`'s family, or a one-line ModelError."""
     from .errors import ModelError
@@ -74,6 +74,4 @@ def mean_pooling_class(config):
             None, "single_label_classification"):
         raise ModelError("training.pooling: mean is built for single-label classification",
                          "use training.pooling: cls for regression or multi-label heads")
-    if "bert" not in _CLASSES:
-        _CLASSES["bert"] = _mean_pooling_bert_class()
-    return _CLASSES["bert"]
+    return _mean_pooling_bert_class()
