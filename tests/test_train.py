@@ -123,13 +123,16 @@ def _killer(at_step):
     return Killer()
 
 
-@pytest.mark.parametrize("cut", [False, True], ids=["full-depth", "layers-cut"])
-def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_dir, tmp_path, cut):
+@pytest.mark.parametrize("cut,kiosk_head", [(False, False), (True, False), (True, True)],
+                         ids=["full-depth", "layers-cut", "kiosk-head"])
+def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_dir, tmp_path, cut, kiosk_head):
     raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
     raw["pruning"][0]["score"] = "taylor"  # accumulated state must survive the restart too
     if cut:  # the resumed model must be cut (and its table snapped) the same way before the Trainer restores it
         raw["pruning"].append({"kind": "layers", "keep": [1]})
         raw["training"]["embeddings"] = "int4"
+    if kiosk_head:  # the kiosk recipe's head and rounding: the resumed model must be rebuilt as the same class
+        raw["training"].update(quantize="int8-dynamic-per-channel", pooling="mean")
     recipe = recipe_from_dict(raw)
     straight = train(recipe, tmp_path / "straight", progress=False)
 
@@ -161,6 +164,18 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
         key = "bert.embeddings.word_embeddings.weight"
         ta, tb = load_file(straight / "model.safetensors")[key], load_file(killed / "model.safetensors")[key]
         assert torch.equal(ta, tb) and is_on_grid(tb.numpy())
+    if kiosk_head:
+        from edgeprune.checkpoint import load_classifier_folder
+        from edgeprune.pooling import config_pooling
+
+        assert config_pooling(AutoConfig.from_pretrained(killed)) == "mean"
+        model, _ = load_classifier_folder(killed)
+        assert type(model).__name__ == "MeanPoolingBertForSequenceClassification"
+        assert sb.recipe["training"]["quantize"] == "int8-dynamic-per-channel"
+        from safetensors import safe_open
+
+        keys = [set(safe_open(str(f / "model.safetensors"), "pt").keys()) for f in (straight, killed)]
+        assert keys[0] == keys[1] and not any("parametriz" in k or "original" in k for k in keys[1])
 
 
 def test_resume_without_an_interrupted_run_is_an_error(tiny_recipe, tmp_path, capsys):
