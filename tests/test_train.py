@@ -165,6 +165,8 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
         ta, tb = load_file(straight / "model.safetensors")[key], load_file(killed / "model.safetensors")[key]
         assert torch.equal(ta, tb) and is_on_grid(tb.numpy())
     if kiosk_head:
+        from safetensors import safe_open
+
         from edgeprune.checkpoint import load_classifier_folder
         from edgeprune.pooling import config_pooling
 
@@ -172,8 +174,6 @@ def test_resume_after_a_kill_ends_with_the_same_masks(tiny_model_dir, tiny_data_
         model, _ = load_classifier_folder(killed)
         assert type(model).__name__ == "MeanPoolingBertForSequenceClassification"
         assert sb.recipe["training"]["quantize"] == "int8-dynamic-per-channel"
-        from safetensors import safe_open
-
         keys = [set(safe_open(str(f / "model.safetensors"), "pt").keys()) for f in (straight, killed)]
         assert keys[0] == keys[1] and not any("parametriz" in k or "original" in k for k in keys[1])
 

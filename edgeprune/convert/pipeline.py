@@ -151,7 +151,8 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
                            embeddings)
     check_output_free(out_dir, overwrite)
     state = ckpt.read_pruning_state(checkpoint_dir)
-    for note in (*opts.warnings, *(_training_mismatch(state, opts) if warn_int8_mismatch else ())):
+    mismatch = _training_mismatch(state, opts) if warn_int8_mismatch else []
+    for note in (*opts.warnings, *mismatch):
         print(f"convert: warning: {note}", file=sys.stderr)
 
     _say(progress, f"loading {checkpoint_dir}")
