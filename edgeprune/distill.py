@@ -28,6 +28,16 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1.0 - alpha) * hard_loss
 
 
+def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, augmented: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the examples that still carry their label: a word-swapped sentence
+    (edgeprune.augment) may no longer mean what its label says, so only the teacher speaks for it. A batch of
+    rewritten sentences only has no hard loss (zero, still attached to the graph)."""
+    keep = augmented.to(torch.bool).logical_not()
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[keep], labels[keep])
+
+
 def ensemble_log_probs(logits: torch.Tensor | Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
     """log of the mean of the teachers' probabilities at `temperature` (their mixture, not their mean logit:
     a teacher that is sure does not outvote two that are not by the size of its logits)."""
@@ -104,14 +114,28 @@ class DistillationTrainer(Trainer):
         self.alpha, self.temperature, self.hidden_weight = alpha, temperature, hidden_weight
         self.layer_map = None if layer_map is None else list(layer_map)
 
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the augmentation mark through the Trainer's column filter (as TRL's trainers keep theirs):
+        it is not a forward argument, and compute_loss pops it before the model sees the batch."""
+        from .augment import AUGMENTED
+
+        super()._set_signature_columns_if_needed()
+        if AUGMENTED not in self._signature_columns:
+            self._signature_columns.append(AUGMENTED)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from .augment import AUGMENTED
+
+        inputs = dict(inputs)
+        augmented = inputs.pop(AUGMENTED, None)
         hidden = self.hidden_weight > 0 and model.training
         outputs = model(**inputs, output_hidden_states=hidden)
         features = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.no_grad():
             teacher_out = self.teacher(**features, output_hidden_states=hidden)
             logits = [teacher_out.logits] + [t(**features).logits for t in self.extra_teachers]
-        loss = distillation_loss(outputs.logits, logits, outputs.loss, self.alpha, self.temperature)
+        hard = outputs.loss if augmented is None else labelled_loss(outputs.logits, inputs["labels"], augmented)
+        loss = distillation_loss(outputs.logits, logits, hard, self.alpha, self.temperature)
         if hidden:
             loss = loss + self.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_out.hidden_states,
                                                                  inputs.get("attention_mask"), self.layer_map)

@@ -210,6 +210,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     if limit is not None and recipe.data.max_length > limit:
         raise RecipeError(f"recipe field data.max_length is {recipe.data.max_length}, beyond the "
                           f"{limit} positions of model {recipe.model}", f"set data.max_length <= {limit}")
+    swapper = _word_swapper(recipe, model, tokenizer, say)  # from the fp32 table, before any snapping
     source_depth, keep = len(encoder_layout(model)), recipe.kept_layers()
     if keep is not None:
         dropped = keep_encoder_layers(model, keep)
@@ -242,6 +243,10 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     max_length = recipe.data.max_length
     train_ds = tokenize(data.train, data.ids(data.train), tokenizer, max_length)
     eval_ds = tokenize(data.eval, data.ids(data.eval), tokenizer, max_length)
+    if swapper is not None:
+        from .augment import AugmentedDataset
+
+        train_ds = AugmentedDataset(train_ds, swapper, recipe.distillation.augment)
 
     def on_eval(entry: dict[str, Any]) -> None:
         acc = entry["accuracy"]
@@ -285,6 +290,22 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
             f"global sparsity {state.global_sparsity:.4f} after {state.step} steps")
     dist.wait_for_everyone()
     return out_dir
+
+
+def _word_swapper(recipe: Recipe, model, tokenizer, say: Callable[[str], None]):
+    """The student's word-swap augmenter when the recipe asks for one (edgeprune.augment), else None."""
+    d = recipe.distillation
+    if d.augment == 0:
+        return None
+    from .augment import NEIGHBOURS, WordSwapper
+
+    swapper = WordSwapper.for_model(model, tokenizer, d.augment_words, recipe.training.seed)
+    if not swapper.neighbours:
+        raise RecipeError(f"recipe field distillation.augment is {d.augment}, but the tokenizer of {recipe.model} "
+                          "has no whole-word entries to swap", "set distillation.augment to 0 for this model")
+    say(f"augment: {d.augment:.0%} of drawn examples get {d.augment_words:.0%} of their whole words swapped for "
+        f"one of {NEIGHBOURS} embedding neighbours ({len(swapper.neighbours)} words), labelled by the teacher")
+    return swapper
 
 
 def _final_eval(trainer, callback) -> dict[str, Any]:
