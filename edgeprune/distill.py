@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
+from .augment import AUGMENTED
 from .errors import ModelError
 
 
@@ -117,15 +118,11 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the augmentation mark through the Trainer's column filter (as TRL's trainers keep theirs):
         it is not a forward argument, and compute_loss pops it before the model sees the batch."""
-        from .augment import AUGMENTED
-
         super()._set_signature_columns_if_needed()
         if AUGMENTED not in self._signature_columns:
             self._signature_columns.append(AUGMENTED)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        from .augment import AUGMENTED
-
         inputs = dict(inputs)
         augmented = inputs.pop(AUGMENTED, None)
         hidden = self.hidden_weight > 0 and model.training
