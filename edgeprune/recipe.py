@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from .errors import RecipeError
 from .fake_int8 import MODES as TRAINING_QUANTIZE_MODES  # convert's int8 names, simulated in training
@@ -88,6 +88,11 @@ class TrainingConfig:
     # masked mean of the last layer, the summary a sentence encoder such as the embedded MiniLM was trained
     # to produce (edgeprune.pooling). Dense teachers share it: it is the model, not a training trick
     pooling: str = "cls"
+    # null: the checkpoint holds the last step's weights. A step, or a fraction of the run: it holds the
+    # uniform mean of the weights taken every `average_every` optimizer steps from there to the end
+    # (edgeprune.averaging). It must start after pruning has ended. Dense teachers share it
+    average_from: Optional[Number] = None
+    average_every: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -104,6 +109,13 @@ class TrainingConfig:
         _check_choice(self.embeddings, EMBEDDING_MODES, "training.embeddings")
         _check_choice(self.quantize, TRAINING_QUANTIZE_MODES, "training.quantize")
         _check_choice(self.pooling, POOLINGS, "training.pooling")
+        if isinstance(self.average_from, float):
+            _check(0.0 <= self.average_from < 1.0, "training.average_from",
+                   f"a float is a fraction of total steps and must be in [0, 1), got {self.average_from}; "
+                   "write an integer for a step number")
+        elif self.average_from is not None:
+            _check(self.average_from >= 0, "training.average_from", f"a step number must be >= 0, got {self.average_from}")
+        _check(self.average_every >= 1, "training.average_every", f"must be >= 1, got {self.average_every}")
 
 
 @dataclass(frozen=True)
@@ -266,6 +278,10 @@ class Recipe:
             d["training"].pop("quantize")
         if d["training"].get("pooling") == "cls":  # and from before `pooling`
             d["training"].pop("pooling")
+        if d["training"].get("average_from") is None:  # and from before `average_from`
+            d["training"].pop("average_from")
+            if d["training"].get("average_every") == 10:
+                d["training"].pop("average_every")
         if d["distillation"].get("ensemble") == 1:  # and from before `ensemble`
             d["distillation"].pop("ensemble")
         if d["distillation"].get("augment") == 0.0:  # and from before `augment`

@@ -231,7 +231,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     teacher = load_teacher(teacher_path, model.config) if teacher_path else None
     extra_teachers = [load_teacher(p, model.config) for p in extra_paths]
     args = training_arguments(recipe, work, progress)
-    Pruner(model, recipe.pruning, estimated_steps(recipe, len(data.train.texts), args.world_size))  # fail early
+    total = estimated_steps(recipe, len(data.train.texts), args.world_size)
+    averaging = _weight_averaging(recipe, Pruner(model, recipe.pruning, total), total)  # fail early
     dist = args.distributed_state  # set up by args.world_size above; one rank of N under torchrun
     if dist.is_main_process:
         if not resume and work.exists():
@@ -258,12 +259,14 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     hf_logging.set_verbosity_warning()
     try:
         trainer = build_trainer(recipe, args, model, tokenizer, train_ds, eval_ds,
-                                [callback, *extra_callbacks], teacher=teacher, source_depth=source_depth,
-                                extra_teachers=extra_teachers)
+                                [callback, *([averaging] if averaging else []), *extra_callbacks],
+                                teacher=teacher, source_depth=source_depth, extra_teachers=extra_teachers)
         result = trainer.train(resume_from_checkpoint=last)
         done = callback.evaluations[-1] if callback.evaluations else None
         if done is None or done["step"] != trainer.state.global_step:
             callback.evaluations.append({**_final_eval(trainer, callback), "final": True})
+        last_weights = callback.evaluations[-1]
+        averaged = _swap_in_average(trainer, callback, averaging, say) if averaging else None
         final = callback.evaluations[-1]
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -277,6 +280,9 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         neurons_pruned=sparsity["neurons_pruned"], nm=sparsity["nm"], history=pruner.history,
         metrics={"eval_accuracy": final["accuracy"],
                  **_teacher_accuracy(trainer, tokenizer, data, max_length, [teacher_path, *extra_paths]),
+                 **({"average": {"from_step": averaging.start_step, "every": averaging.every,
+                                 "snapshots": averaged, "last_weights_accuracy": last_weights["accuracy"]}}
+                    if averaging else {}),
                  "train_loss": result.training_loss, "train_examples": len(data.train.texts),
                  "eval_examples": len(data.eval.texts), "evaluations": callback.evaluations},
         max_length=max_length, labels=list(data.labels), raw_labels=list(data.raw_labels),
@@ -306,6 +312,44 @@ def _word_swapper(recipe: Recipe, model, tokenizer, say: Callable[[str], None]):
     say(f"augment: {d.augment:.0%} of drawn examples get {d.augment_words:.0%} of their whole words swapped for "
         f"one of {NEIGHBOURS} embedding neighbours ({len(swapper.neighbours)} words), labelled by the teacher")
     return swapper
+
+
+def _weight_averaging(recipe: Recipe, pruner, total_steps: int):
+    """The recipe's weight-averaging callback, or None; it may only start once every mask is final, else the
+    mean would mix weights the pruner removes later with the zeros it leaves."""
+    t = recipe.training
+    if t.average_from is None:
+        return None
+    from .averaging import WeightAveragingCallback
+
+    averaging = WeightAveragingCallback(t.average_from, t.average_every)
+    start = averaging.resolve(total_steps)
+    if start >= total_steps:
+        raise RecipeError(f"recipe field training.average_from resolves to step {start}, but the run has only "
+                          f"{total_steps} steps", "set it to a fraction such as 0.6, or a step before the end")
+    ends = [(r.end, f"pruning.{r.index}") for r in pruner.modifiers if r.config.kind != "layers"]
+    if ends and start < max(ends)[0]:
+        end, where = max(ends)
+        raise RecipeError(f"recipe field training.average_from resolves to step {start}, before {where} ends "
+                          f"at step {end}", f"start averaging at or after step {end} (of {total_steps})")
+    return averaging
+
+
+def _swap_in_average(trainer, callback, averaging, say: Callable[[str], None]) -> int:
+    """Replace the last step's weights with the running mean, keep the masks exact, and score the result:
+    the last evaluation stays in the record, so what averaging bought is read off one run."""
+    snapshots = averaging.swap_into(trainer.model)
+    callback.pruner.apply()
+    entry = _final_eval(trainer, callback)
+    callback.evaluations.append({**entry, "final": True, "averaged": snapshots})
+    last = next(e for e in reversed(callback.evaluations[:-1]))
+    say(f"average of {snapshots} snapshots from step {averaging.start_step}: dev accuracy "
+        f"{_fmt(entry['accuracy'])} (last step's weights {_fmt(last['accuracy'])})")
+    return snapshots
+
+
+def _fmt(accuracy) -> str:
+    return "n/a" if accuracy is None else f"{accuracy:.4f}"
 
 
 def _final_eval(trainer, callback) -> dict[str, Any]:
