@@ -266,7 +266,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         if done is None or done["step"] != trainer.state.global_step:
             callback.evaluations.append({**_final_eval(trainer, callback), "final": True})
         last_weights = callback.evaluations[-1]
-        averaged = _swap_in_average(trainer, callback, averaging, say) if averaging else None
+        averaged = _swap_in_average(trainer, callback, averaging, last_weights, say) if averaging else None
         final = callback.evaluations[-1]
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -335,14 +335,13 @@ def _weight_averaging(recipe: Recipe, pruner, total_steps: int):
     return averaging
 
 
-def _swap_in_average(trainer, callback, averaging, say: Callable[[str], None]) -> int:
+def _swap_in_average(trainer, callback, averaging, last: dict[str, Any], say: Callable[[str], None]) -> int:
     """Replace the last step's weights with the running mean, keep the masks exact, and score the result:
     the last evaluation stays in the record, so what averaging bought is read off one run."""
     snapshots = averaging.swap_into(trainer.model)
     callback.pruner.apply()
     entry = _final_eval(trainer, callback)
     callback.evaluations.append({**entry, "final": True, "averaged": snapshots})
-    last = next(e for e in reversed(callback.evaluations[:-1]))
     say(f"average of {snapshots} snapshots from step {averaging.start_step}: dev accuracy "
         f"{_fmt(entry['accuracy'])} (last step's weights {_fmt(last['accuracy'])})")
     return snapshots

@@ -120,8 +120,25 @@ def test_recipe_checks_and_hash_when_off(tiny_model_dir, tiny_data_dir):
     assert "average_from" not in off.to_dict()["training"] and "average_every" not in off.to_dict()["training"]
     on = recipe_from_dict(tiny_recipe_dict(tiny_model_dir, tiny_data_dir, average_from=0.6))
     assert on.training.average_from == 0.6 and on.sha256() != off.sha256()
-    assert on.dense_reference().training.average_from == 0.6  # the dense teacher trains the same way
+    assert on.dense_reference().training.average_from is None  # the student's switch alone
+    assert "teacher_average_from" not in on.to_dict()["distillation"]
+    teacher_only = recipe_from_dict({**base, "distillation": {"teacher": "dense", "teacher_average_from": 0.6}})
+    assert teacher_only.training.average_from is None and teacher_only.dense_reference().training.average_from == 0.6
+    assert teacher_only.sha256() != recipe_from_dict({**base, "distillation": {"teacher": "dense"}}).sha256()
+    with pytest.raises(RecipeError, match="distillation.teacher_average_from"):
+        recipe_from_dict({**base, "distillation": {"teacher": "dense", "teacher_average_from": 1.0}})
     for bad, field in (({"average_from": 1.5}, "training.average_from"), ({"average_from": -3}, "training.average_from"),
                        ({"average_every": 0}, "training.average_every")):
         with pytest.raises(RecipeError, match=field):
             recipe_from_dict(tiny_recipe_dict(tiny_model_dir, tiny_data_dir, **bad))
+
+
+def test_teacher_average_from_averages_the_dense_teacher_and_not_the_student(tiny_model_dir, tiny_data_dir, tmp_path):
+    from edgeprune.train import teacher_dir_for
+
+    raw = tiny_recipe_dict(tiny_model_dir, tiny_data_dir)
+    raw["distillation"] = {"teacher": "dense", "init_student": True, "teacher_average_from": 0.5}
+    out = train(recipe_from_dict(raw), tmp_path / "ckpt", progress=False)
+    teacher = read_pruning_state(teacher_dir_for(out))
+    assert teacher.metrics["average"]["snapshots"] >= 1 and teacher.recipe["training"]["average_from"] == 0.5
+    assert "average" not in read_pruning_state(out).metrics
