@@ -85,18 +85,13 @@ def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tens
 
 def load_teacher(spec: str, student_config):
     """A fine-tuned classifier over the same labels, in the same order, and the same vocabulary."""
-    from .models import load_classifier
+    from .models import check_fine_tuned, load_classifier
 
     teacher, _ = load_classifier(spec)
     config = teacher.config
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise ModelError(f"teacher {spec!r} is not a fine-tuned sequence classifier (its head would be random)",
-                         "distill from a checkpoint written by `edgeprune train` or another fine-tuned classifier")
-    student_labels = [student_config.id2label[i] for i in range(student_config.num_labels)]
-    teacher_labels = [config.id2label[i] for i in range(config.num_labels)]
-    if teacher_labels != student_labels:
-        raise ModelError(f"teacher {spec!r} has labels {teacher_labels}, the student {student_labels}",
-                         "distill from a teacher fine-tuned on the same labels (same names, same order)")
+    check_fine_tuned(config, spec, [student_config.id2label[i] for i in range(student_config.num_labels)],
+                     "teacher", "the student",
+                     "distill from a checkpoint written by `edgeprune train` or another fine-tuned classifier")
     if getattr(config, "vocab_size", None) != getattr(student_config, "vocab_size", None):
         raise ModelError(f"teacher {spec!r} has a vocabulary of {config.vocab_size}, the student "
                          f"{student_config.vocab_size}", "distill from a teacher with the student's tokenizer")

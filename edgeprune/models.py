@@ -57,6 +57,18 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
+def check_fine_tuned(config, spec: str, labels: list[str], role: str, against: str, fix_head: str) -> None:
+    """A teacher's logits mean something only from a trained head over the same label names in the same
+    order: a base model's head is random, and a swapped label order teaches the opposite."""
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise ModelError(f"{role} {spec!r} is not a fine-tuned sequence classifier (its head would be random)",
+                         fix_head)
+    found = [config.id2label[i] for i in range(config.num_labels)]
+    if found != list(labels):
+        raise ModelError(f"{role} {spec!r} has labels {found}, {against} {list(labels)}",
+                         f"use a {role} fine-tuned on the same labels (same names, same order)")
+
+
 def classifier_class(config):
     """The class that computes `config`'s classifier: Hugging Face's own, or edgeprune's mean-pooling
     head when the checkpoint was trained with `training.pooling: mean` (see edgeprune.pooling)."""

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 from .atomic import atomic_dir
-from .errors import ModelError
 
 SOFT_TARGETS = "soft_targets"  # the dataset column and batch key the distillation trainer reads
 MANIFEST = "soft_teacher.json"
@@ -111,17 +110,11 @@ def ensure_soft_teacher(cfg, data, folder: Path, seed: int, max_length: int, pro
 
 def load_fine_tuned(spec: str, labels: list[str]):
     """A classifier already fine-tuned on these labels, in this order; any family, any tokenizer."""
-    from .models import load_classifier
+    from .models import check_fine_tuned, load_classifier
 
     model, tokenizer = load_classifier(spec)
-    config = model.config
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise ModelError(f"soft teacher {spec!r} is not a fine-tuned sequence classifier (its head would be random)",
-                         "set distillation.soft_teacher.fine_tune to a number of examples to fine-tune it first")
-    found = [config.id2label[i] for i in range(config.num_labels)]
-    if found != list(labels):
-        raise ModelError(f"soft teacher {spec!r} has labels {found}, the data {list(labels)}",
-                         "use a teacher fine-tuned on the same labels (same names, same order), or fine-tune it")
+    check_fine_tuned(model.config, spec, labels, "soft teacher", "the data",
+                     "set distillation.soft_teacher.fine_tune to a number of examples to fine-tune it first")
     return model.eval(), tokenizer
 
 
