@@ -42,10 +42,22 @@ def examples_sha256(texts: list[str], label_ids: list[int]) -> str:
     return h.hexdigest()
 
 
-def identity(cfg, data, seed: int, max_length: int) -> dict:
+def resolve_precision(choice: str, host=None) -> str:
+    """`auto` -> bfloat16 where the hardware computes it natively, else float32."""
+    if choice != "auto":
+        return choice
+    from .host import detect_host
+
+    host = host or detect_host()
+    if host.has_cuda_device:
+        return "bfloat16" if (host.gpu_capability or 0.0) >= 8.0 else "float32"
+    return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(host.isa_flags) else "float32"
+
+
+def identity(cfg, data, seed: int, max_length: int, precision: str) -> dict:
     """What the cached logits depend on; any change makes them stale."""
-    return {"soft_teacher": dataclasses.asdict(cfg), "seed": seed, "max_length": max_length,
-            "labels": list(data.labels), "raw_labels": list(data.raw_labels),
+    return {"soft_teacher": dataclasses.asdict(cfg), "precision": precision, "seed": seed,
+            "max_length": max_length, "labels": list(data.labels), "raw_labels": list(data.raw_labels),
             "train_examples": len(data.train.texts),
             "train_sha256": examples_sha256(data.train.texts, data.ids(data.train))}
 
@@ -75,29 +87,30 @@ def ensure_soft_teacher(cfg, data, folder: Path, seed: int, max_length: int, pro
     it was written for these settings and examples, else fine-tuned (unless `fine_tune` is 0), scored on the
     eval split and run over every training example, written atomically."""
     say = report or (lambda line: None)
-    wanted = identity(cfg, data, seed, max_length)
+    precision = resolve_precision(cfg.precision)
+    wanted = identity(cfg, data, seed, max_length, precision)
     cached = read_cached(folder, wanted)
     if cached is not None:
         say(f"soft teacher: reusing {folder} (dev accuracy {cached[1]['dev_accuracy']:.4f})")
         return cached
     import numpy as np
 
-    from .evaluate import torch_accuracy
-
     started = time.time()
     with atomic_dir(folder, overwrite=True) as tmp:
         if cfg.fine_tune:
             say(f"soft teacher: fine-tuning {cfg.model} on {min(cfg.fine_tune, len(data.train.texts))} training "
-                f"examples for {cfg.epochs:g} epoch(s) into {folder}")
-            model, tokenizer = fine_tune(cfg, data, seed, max_length, tmp / "work", progress)
+                f"examples for {cfg.epochs:g} epoch(s) in {precision} into {folder}")
+            model, tokenizer = fine_tune(cfg, data, seed, max_length, tmp / "work", progress, precision)
             model.save_pretrained(tmp / MODEL_DIR)
             tokenizer.save_pretrained(tmp / MODEL_DIR)
         else:
             model, tokenizer = load_fine_tuned(cfg.model, data.labels)
         tuned = time.time()
-        accuracy = torch_accuracy(model, tokenizer, data.eval.texts, data.ids(data.eval), max_length)
-        say(f"soft teacher: dev accuracy {accuracy:.4f}; labelling {len(data.train.texts)} training examples")
-        logits = label(model, tokenizer, data.train.texts, max_length)
+        scored = label(model, tokenizer, data.eval.texts, max_length, precision=precision)
+        accuracy = float((scored.argmax(-1) == np.array(data.ids(data.eval))).mean())
+        say(f"soft teacher: dev accuracy {accuracy:.4f}; labelling {len(data.train.texts)} training examples "
+            f"in {precision}")
+        logits = label(model, tokenizer, data.train.texts, max_length, precision=precision)
         np.save(tmp / LOGITS, logits.astype(np.float32))
         manifest = {"identity": wanted, "dev_accuracy": accuracy, "model": cfg.model,
                     "fine_tune_seconds": round(tuned - started, 1),
@@ -118,7 +131,7 @@ def load_fine_tuned(spec: str, labels: list[str]):
     return model.eval(), tokenizer
 
 
-def fine_tune(cfg, data, seed: int, max_length: int, work: Path, progress: bool):
+def fine_tune(cfg, data, seed: int, max_length: int, work: Path, progress: bool, precision: str = "float32"):
     """The plain Trainer on a seeded subset of the training split, grouped by length (short SST-2 phrases
     padded to a long one would waste most of a 110M-parameter model's step)."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
@@ -136,6 +149,7 @@ def fine_tune(cfg, data, seed: int, max_length: int, work: Path, progress: bool)
                              per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
                              warmup_steps=cfg.warmup_ratio, weight_decay=0.01, seed=seed, data_seed=seed,
                              train_sampling_strategy="group_by_length", eval_strategy="no", save_strategy="no",
+                             bf16=precision == "bfloat16",
                              logging_steps=50, report_to=[], disable_tqdm=not progress, dataloader_num_workers=0,
                              dataloader_pin_memory=False, use_cpu=not _has_accelerator())
     verbosity = hf_logging.get_verbosity()
@@ -150,18 +164,20 @@ def fine_tune(cfg, data, seed: int, max_length: int, work: Path, progress: bool)
     return trainer.model.eval(), tokenizer
 
 
-def label(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64):
-    """Logits for every text, computed in length order (little padding) and returned in `texts` order."""
+def label(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64, precision: str = "float32"):
+    """Logits for every text, computed in length order (little padding) on the model's device and returned
+    in `texts` order, as float32."""
     import numpy as np
     import torch
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    device = next(model.parameters()).device
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")
-            out[idx] = model(**enc).logits.float().numpy()
+                            return_tensors="pt").to(device)
+            out[idx] = model(**enc).logits.float().cpu().numpy()
     return out

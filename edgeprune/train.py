@@ -320,9 +320,10 @@ def _soft_targets(recipe: Recipe, data, out_dir: Path, progress: bool, say: Call
     resolve_model_path(cfg.model)  # a missing package or folder fails now, before any training
     folder = soft_teacher_dir_for(out_dir)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from .soft_teacher import identity, read_cached
+        from .soft_teacher import identity, read_cached, resolve_precision
 
-        cached = read_cached(folder, identity(cfg, data, recipe.training.seed, recipe.data.max_length))
+        cached = read_cached(folder, identity(cfg, data, recipe.training.seed, recipe.data.max_length,
+                                              resolve_precision(cfg.precision)))
         if cached is None:
             raise RecipeError(f"the soft teacher in {folder} is missing or stale, and this is one rank of a "
                               "distributed run (each rank would build it)",

@@ -53,7 +53,8 @@ def soft_recipe(model_dir, data_dir, teacher_dir, **soft):
     raw = tiny_recipe_dict(model_dir, data_dir)
     raw["distillation"] = {"alpha": 0.9, "temperature": 2.0,
                            "soft_teacher": {"model": str(teacher_dir), "fine_tune": 96, "epochs": 8,
-                                            "learning_rate": 3e-3, "batch_size": 8, **soft}}
+                                            "learning_rate": 3e-3, "batch_size": 8,
+                                            "precision": "float32", **soft}}
     return raw
 
 
@@ -109,6 +110,35 @@ def test_the_soft_teacher_is_fine_tuned_labels_every_example_and_is_reused(tiny_
     with pytest.raises(pytest.fail.Exception):
         ensure_soft_teacher(recipe.distillation.soft_teacher, data, folder, 8, 16)
     assert np.array_equal(np.load(folder / LOGITS), logits)  # the failed rebuild left the old folder intact
+
+
+def test_bfloat16_where_the_hardware_has_it_and_the_cache_knows_which(tiny_data_dir, other_model_dir, tmp_path):
+    from edgeprune.data import load_examples
+    from edgeprune.host import HostInfo
+    from edgeprune.models import load_classifier
+    from edgeprune.soft_teacher import label, resolve_precision
+
+    host = lambda flags, gpu=None, cc=None: HostInfo("x86_64", "cpu", tuple(flags), 2, "1", (), gpu, cc)  # noqa: E731
+    assert resolve_precision("auto", host(["avx2", "avx512_bf16"])) == "bfloat16"
+    assert resolve_precision("auto", host(["avx2", "amx_bf16"])) == "bfloat16"
+    assert resolve_precision("auto", host(["avx2", "avx512_vnni"])) == "float32"  # emulated would be slower
+    assert resolve_precision("auto", host([], "A100", 8.0)) == "bfloat16"
+    assert resolve_precision("auto", host(["avx512_bf16"], "T4", 7.5)) == "float32"
+    assert resolve_precision("float32", host(["avx512_bf16"])) == "float32"
+    with pytest.raises(RecipeError, match="precision"):
+        recipe_from_dict(soft_recipe(other_model_dir, tiny_data_dir, other_model_dir, precision="fp16"))
+
+    recipe = recipe_from_dict(soft_recipe(other_model_dir, tiny_data_dir, other_model_dir, precision="bfloat16"))
+    data = load_examples(recipe.data, seed=7)
+    logits, manifest = ensure_soft_teacher(recipe.distillation.soft_teacher, data, tmp_path / "bf16", 7, 16,
+                                           progress=False)
+    assert manifest["identity"]["precision"] == "bfloat16" and manifest["train_accuracy"] > 0.9
+    model, tokenizer = load_classifier(str(tmp_path / "bf16" / "model"))
+    exact = label(model, tokenizer, data.train.texts, 16)
+    rounded = label(model, tokenizer, data.train.texts, 16, precision="bfloat16")
+    assert np.array_equal(rounded, logits)  # the cache holds what bfloat16 labelling gives
+    assert not np.array_equal(exact, logits) and np.allclose(exact, logits, atol=0.1)
+    assert (exact.argmax(-1) == logits.argmax(-1)).mean() > 0.95
 
 
 def test_an_already_fine_tuned_teacher_is_only_checked_and_run(tiny_data_dir, other_model_dir, tmp_path,
