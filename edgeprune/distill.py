@@ -22,10 +22,12 @@ from .soft_teacher import SOFT_TARGETS
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor | Sequence[torch.Tensor],
-                      hard_loss: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
-    """`teacher_logits` is one teacher's logits, or several teachers' whose softened distributions are averaged."""
+                      hard_loss: torch.Tensor, alpha: float, temperature: float,
+                      weights: Sequence[float] | None = None) -> torch.Tensor:
+    """`teacher_logits` is one teacher's logits, or several teachers' whose softened distributions are mixed
+    (equally, or by `weights`)."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), ensemble_log_probs(teacher_logits, t),
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=-1), ensemble_log_probs(teacher_logits, t, weights),
                     reduction="batchmean", log_target=True) * (t * t)
     return alpha * soft + (1.0 - alpha) * hard_loss
 
@@ -40,14 +42,23 @@ def labelled_loss(logits: torch.Tensor, labels: torch.Tensor, augmented: torch.T
     return F.cross_entropy(logits[keep], labels[keep])
 
 
-def ensemble_log_probs(logits: torch.Tensor | Sequence[torch.Tensor], temperature: float) -> torch.Tensor:
-    """log of the mean of the teachers' probabilities at `temperature` (their mixture, not their mean logit:
-    a teacher that is sure does not outvote two that are not by the size of its logits)."""
+def ensemble_log_probs(logits: torch.Tensor | Sequence[torch.Tensor], temperature: float,
+                       weights: Sequence[float] | None = None) -> torch.Tensor:
+    """log of the mean (or the `weights`-weighted mean) of the teachers' probabilities at `temperature`: their
+    mixture, not their mean logit, so a teacher that is sure does not outvote two that are not by the size of
+    its logits."""
     members = [logits] if isinstance(logits, torch.Tensor) else list(logits)
+    if weights is not None and (len(weights) != len(members) or any(w < 0 for w in weights) or sum(weights) <= 0):
+        raise ValueError(f"{len(members)} teachers need as many non-negative weights, got {list(weights)}")
     if len(members) == 1:  # exactly the one teacher's distribution, as before ensembles
         return F.log_softmax(members[0] / temperature, dim=-1)
     each = torch.stack([F.log_softmax(z / temperature, dim=-1) for z in members])
-    return torch.logsumexp(each, dim=0) - math.log(len(logits))
+    if weights is None:
+        return torch.logsumexp(each, dim=0) - math.log(len(members))
+    total = float(sum(weights))
+    log_w = torch.tensor([math.log(w / total) if w > 0 else -math.inf for w in weights],
+                         dtype=each.dtype, device=each.device).view(-1, *([1] * (each.dim() - 1)))
+    return torch.logsumexp(each + log_w, dim=0)
 
 
 def hidden_state_loss(student_hidden, teacher_hidden, attention_mask: torch.Tensor | None,
@@ -103,12 +114,18 @@ def load_teacher(spec: str, student_config):
 
 class DistillationTrainer(Trainer):
     """`teacher` may be None when every training example carries a soft teacher's cached logits
-    (edgeprune.soft_teacher); those replace the teachers' logits in the soft target, and the teacher, when
-    there is one, still gives the hidden-state targets (and runs only when they are asked for)."""
+    (edgeprune.soft_teacher); those replace the teachers' logits in the soft target (`soft_weight` 1), or are
+    mixed with the teacher's at `soft_weight` : 1 - `soft_weight`. The teacher, when there is one, still gives
+    the hidden-state targets, and runs only when they or the mixture ask for it."""
 
     def __init__(self, *args, teacher, alpha: float = 0.5, temperature: float = 2.0, hidden_weight: float = 0.0,
-                 layer_map: Sequence[int] | None = None, extra_teachers: Sequence = (), **kwargs):
+                 layer_map: Sequence[int] | None = None, extra_teachers: Sequence = (), soft_weight: float = 1.0,
+                 **kwargs):
+        if soft_weight < 1.0 and teacher is None:
+            raise ModelError(f"a soft-teacher weight of {soft_weight} mixes in a dense teacher, and there is none",
+                             "set distillation.teacher, or distillation.soft_teacher.weight to 1")
         super().__init__(*args, **kwargs)
+        self.soft_weight = soft_weight
         self.teacher = None if teacher is None else teacher.to(self.args.device)
         # the other ensemble members: their logits join the soft target; hidden states come from `teacher`
         self.extra_teachers = [t.to(self.args.device) for t in extra_teachers]
@@ -130,18 +147,22 @@ class DistillationTrainer(Trainer):
         hidden = self.hidden_weight > 0 and model.training and self.teacher is not None
         outputs = model(**inputs, output_hidden_states=hidden)
         features = {k: v for k, v in inputs.items() if k != "labels"}
-        teacher_out, logits = None, None
+        mixed = soft is not None and self.soft_weight < 1.0
+        teacher_out, logits, weights = None, None, None
         with torch.no_grad():
-            if self.teacher is not None and (soft is None or hidden):
+            if self.teacher is not None and (soft is None or hidden or mixed):
                 teacher_out = self.teacher(**features, output_hidden_states=hidden)
-            if soft is not None:
+            if mixed:
+                logits = [soft.to(outputs.logits.dtype), teacher_out.logits]
+                weights = [self.soft_weight, 1.0 - self.soft_weight]
+            elif soft is not None:
                 logits = soft.to(outputs.logits.dtype)
             elif teacher_out is not None:
                 logits = [teacher_out.logits] + [t(**features).logits for t in self.extra_teachers]
         hard = outputs.loss if augmented is None else labelled_loss(outputs.logits, inputs["labels"], augmented)
         if logits is None:  # evaluation of a student taught by soft targets alone: the eval split has none
             return (hard, outputs) if return_outputs else hard
-        loss = distillation_loss(outputs.logits, logits, hard, self.alpha, self.temperature)
+        loss = distillation_loss(outputs.logits, logits, hard, self.alpha, self.temperature, weights)
         if hidden:
             loss = loss + self.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_out.hidden_states,
                                                                  inputs.get("attention_mask"), self.layer_map)

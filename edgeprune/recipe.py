@@ -212,6 +212,11 @@ class SoftTeacherConfig:
     (AVX512-BF16 or AMX CPUs, CUDA 8.0+), else in float32: it halves the stage's minutes there and moves no
     prediction (measured on the MPNet teacher: 2.3x faster labelling, the same class for 640 of 640
     sentences, logits within 0.04), while emulated bfloat16 would be slower than float32.
+    `weight` is its share of the soft target: 1 replaces the dense teacher's distribution, below 1 the
+    student matches the mixture weight * p_soft + (1 - weight) * p_dense (needs distillation.teacher). A
+    teacher fine-tuned on a subset disagrees with some labels of the rest, which the dense teacher, trained
+    on all of them, does not; the mixture keeps the larger model's judgement without its misses. It only
+    weighs the cached logits, so it is not part of the cache's identity.
     """
 
     model: str = ""
@@ -221,8 +226,11 @@ class SoftTeacherConfig:
     batch_size: int = 32
     warmup_ratio: float = 0.1
     precision: str = "auto"
+    weight: float = 1.0
 
     def __post_init__(self):
+        _check(0.0 < self.weight <= 1.0, "distillation.soft_teacher.weight",
+               f"must be in (0, 1] (1: the soft teacher alone), got {self.weight}")
         _check_choice(self.precision, ("auto", "float32", "bfloat16"), "distillation.soft_teacher.precision")
         _check(bool(self.model), "distillation.soft_teacher.model",
                "is empty; name a classifier (embedded:mpnet-base, a folder or a hub id)")
@@ -263,7 +271,8 @@ class DistillationConfig:
     two roles answer differently (measured on the kiosk recipe, averaging the teacher's last 40% gained 0.23
     points and averaging the student's lost 1.03), so each has its own switch.
     `soft_teacher` (SoftTeacherConfig) replaces the dense teachers' logits in the soft target with a larger
-    model's, cached once per training example; the dense teacher, when there is one, still seeds the student
+    model's (or, with its `weight` below 1, is mixed with them), cached once per training example; the dense
+    teacher, when there is one, still seeds the student
     and gives the hidden-state targets, and stays the dense reference.
     """
 
@@ -284,6 +293,10 @@ class DistillationConfig:
                "and a rewritten sentence has none); set augment to 0")
         _check(self.soft_teacher is None or self.ensemble == 1, "distillation.ensemble",
                "cannot be combined with distillation.soft_teacher (it replaces the teachers' logits); set it to 1")
+        _check(self.soft_teacher is None or self.soft_teacher.weight == 1.0 or bool(self.teacher),
+               "distillation.soft_teacher.weight",
+               "below 1 mixes the soft teacher with distillation.teacher, and there is none; set teacher: dense "
+               "or weight: 1")
         _check(not self.init_student or bool(self.teacher), "distillation.init_student",
                "needs distillation.teacher (e.g. teacher: dense)")
         _check(0.0 <= self.alpha <= 1.0, "distillation.alpha", f"must be in [0, 1], got {self.alpha}")
@@ -349,6 +362,8 @@ class Recipe:
             d["distillation"].pop("teacher_average_from")
         if d["distillation"].get("soft_teacher") is None:  # and from before `soft_teacher`
             d["distillation"].pop("soft_teacher")
+        elif d["distillation"]["soft_teacher"].get("weight") == 1.0:  # and from before its `weight`
+            d["distillation"]["soft_teacher"].pop("weight")
         return d
 
     def sha256(self) -> str:

@@ -56,7 +56,9 @@ def resolve_precision(choice: str, host=None) -> str:
 
 def identity(cfg, data, seed: int, max_length: int, precision: str) -> dict:
     """What the cached logits depend on; any change makes them stale."""
-    return {"soft_teacher": dataclasses.asdict(cfg), "precision": precision, "seed": seed,
+    settings = dataclasses.asdict(cfg)
+    settings.pop("weight", None)  # how the student weighs the logits, not how they were made
+    return {"soft_teacher": settings, "precision": precision, "seed": seed,
             "max_length": max_length, "labels": list(data.labels), "raw_labels": list(data.raw_labels),
             "train_examples": len(data.train.texts),
             "train_sha256": examples_sha256(data.train.texts, data.ids(data.train))}

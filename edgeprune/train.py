@@ -124,6 +124,7 @@ def build_trainer(recipe: Recipe, args, model, tokenizer, train_ds, eval_ds, cal
         d = recipe.distillation
         return DistillationTrainer(teacher=teacher, alpha=d.alpha, temperature=d.temperature,
                                    hidden_weight=d.hidden_weight, extra_teachers=extra_teachers,
+                                   soft_weight=d.soft_teacher.weight if soft_targets and d.soft_teacher else 1.0,
                                    layer_map=None if teacher is None else layer_map(recipe, teacher, source_depth or 0),
                                    **common)
     return Trainer(**common)

@@ -143,6 +143,23 @@ def test_an_ensemble_target_is_the_mixture_of_the_teachers_distributions():
     assert ensemble_log_probs([sure, unsure], 1.0).exp()[0, 0] < F.softmax((sure + unsure) / 2, dim=-1)[0, 0]
 
 
+def test_a_weighted_mixture_weighs_each_teachers_distribution():
+    from edgeprune.distill import ensemble_log_probs
+
+    torch.manual_seed(2)
+    a, b, s, hard = torch.randn(5, 2), torch.randn(5, 2), torch.randn(5, 2), torch.tensor(0.4)
+    T = 2.0
+    pa, pb = F.softmax(a / T, dim=-1), F.softmax(b / T, dim=-1)
+    assert torch.allclose(ensemble_log_probs([a, b], T, [0.7, 0.3]).exp(), 0.7 * pa + 0.3 * pb, atol=1e-6)
+    assert torch.allclose(ensemble_log_probs([a, b], T, [2.0, 2.0]), ensemble_log_probs([a, b], T), atol=1e-6)
+    assert torch.allclose(ensemble_log_probs([a, b], T, [1.0, 0.0]), F.log_softmax(a / T, dim=-1), atol=1e-6)
+    assert not torch.allclose(distillation_loss(s, [a, b], hard, 0.8, T, [0.7, 0.3]),
+                              distillation_loss(s, [a, b], hard, 0.8, T), atol=1e-4)
+    for bad in ([1.0], [0.5, -0.5], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="weights"):
+            ensemble_log_probs([a, b], T, bad)
+
+
 def test_ensemble_recipe_field_checks_and_seeds():
     from edgeprune.errors import RecipeError
 

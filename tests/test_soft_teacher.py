@@ -79,6 +79,25 @@ def test_recipe_reads_checks_and_hashes_the_soft_teacher(tiny_model_dir, tiny_da
         recipe_from_dict({**raw, "distillation": {**raw["distillation"], "teacher": "dense", "augment": 0.5}})
     with pytest.raises(RecipeError, match="ensemble"):
         recipe_from_dict({**raw, "distillation": {**raw["distillation"], "teacher": "dense", "ensemble": 2}})
+    # the weight mixes in the dense teacher: in (0, 1], needs a teacher, hashed only when it is not 1
+    assert "weight" not in recipe.to_dict()["distillation"]["soft_teacher"]  # older recipes keep their hash
+    for bad in (0.0, 1.5):
+        with pytest.raises(RecipeError, match="soft_teacher.weight"):
+            recipe_from_dict(soft_recipe(tiny_model_dir, tiny_data_dir, other_model_dir, weight=bad))
+    with pytest.raises(RecipeError, match="teacher: dense"):
+        recipe_from_dict(soft_recipe(tiny_model_dir, tiny_data_dir, other_model_dir, weight=0.5))
+    mixed_raw = soft_recipe(tiny_model_dir, tiny_data_dir, other_model_dir, weight=0.5)
+    mixed = recipe_from_dict({**mixed_raw, "distillation": {**mixed_raw["distillation"], "teacher": "dense"}})
+    assert mixed.to_dict()["distillation"]["soft_teacher"]["weight"] == 0.5
+    with_teacher = recipe_from_dict({**raw, "distillation": {**raw["distillation"], "teacher": "dense"}})
+    assert mixed.sha256() != with_teacher.sha256()
+    # ... and does not relabel: the cached logits are the same whatever weight the student gives them
+    from edgeprune.data import load_examples
+    from edgeprune.soft_teacher import identity
+
+    data = load_examples(mixed.data, seed=7)
+    assert identity(mixed.distillation.soft_teacher, data, 7, 16, "float32") == \
+        identity(with_teacher.distillation.soft_teacher, data, 7, 16, "float32")
 
 
 def test_the_soft_teacher_is_fine_tuned_labels_every_example_and_is_reused(tiny_data_dir, other_model_dir,
@@ -182,6 +201,12 @@ def test_a_student_learns_from_a_soft_teacher_of_another_tokenizer(tiny_model_di
     plain = read_pruning_state(train(recipe_from_dict(tiny_recipe_dict(tiny_model_dir, tiny_data_dir)),
                                      tmp_path / "plain", progress=False))
     assert state.metrics["train_loss"] != plain.metrics["train_loss"]
+    # mixed half and half with a dense teacher's distribution (the plain model here), the student learns otherwise
+    mixed_raw = {**raw, "distillation": {**raw["distillation"], "teacher": str(tmp_path / "plain"),
+                                         "soft_teacher": {**raw["distillation"]["soft_teacher"], "weight": 0.5}}}
+    mixed = read_pruning_state(train(recipe_from_dict(mixed_raw), tmp_path / "mixed", progress=False))
+    assert mixed.recipe["distillation"]["soft_teacher"]["weight"] == 0.5
+    assert mixed.metrics["train_loss"] != state.metrics["train_loss"]
     with pytest.raises(RecipeError, match="distributed"):  # a stale cache is never built by N ranks at once
         import os
 
@@ -204,9 +229,9 @@ class _Student:
         return SimpleNamespace(logits=self.logits, loss=self.loss, hidden_states=None)
 
 
-def _trainer(teacher, hidden_weight=0.0):
+def _trainer(teacher, hidden_weight=0.0, soft_weight=1.0):
     return SimpleNamespace(teacher=teacher, extra_teachers=[], alpha=0.8, temperature=2.0,
-                           hidden_weight=hidden_weight, layer_map=None)
+                           hidden_weight=hidden_weight, layer_map=None, soft_weight=soft_weight)
 
 
 def test_cached_logits_replace_the_teachers_and_spare_its_forward_pass():
@@ -224,6 +249,27 @@ def test_cached_logits_replace_the_teachers_and_spare_its_forward_pass():
     # on the eval split (no cached logits) a student without a teacher is scored on its hard loss
     plain = {k: v for k, v in inputs.items() if k != SOFT_TARGETS}
     assert torch.equal(DistillationTrainer.compute_loss(_trainer(None), _Student(s, hard), plain), hard)
+
+
+def test_a_soft_weight_below_one_mixes_the_cached_logits_with_the_teachers():
+    torch.manual_seed(6)
+    s, soft, dense, hard = torch.randn(4, 2), torch.randn(4, 2), torch.randn(4, 2), torch.tensor(0.3)
+    inputs = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long),
+              SOFT_TARGETS: soft}
+    calls = []
+
+    def teacher(**kw):
+        assert SOFT_TARGETS not in kw and "labels" not in kw
+        calls.append(kw)
+        return SimpleNamespace(logits=dense, hidden_states=None)
+
+    got = DistillationTrainer.compute_loss(_trainer(teacher, soft_weight=0.6), _Student(s, hard), dict(inputs))
+    assert len(calls) == 1  # the teacher ran for the mixture although no hidden loss asked for it
+    assert torch.allclose(got, distillation_loss(s, [soft, dense], hard, 0.8, 2.0, [0.6, 0.4]), atol=1e-6)
+    assert not torch.allclose(got, distillation_loss(s, soft, hard, 0.8, 2.0), atol=1e-4)
+    assert not torch.allclose(got, distillation_loss(s, dense, hard, 0.8, 2.0), atol=1e-4)
+    with pytest.raises(ModelError, match="weight"):  # a mixture with no dense teacher to mix in
+        DistillationTrainer(teacher=None, soft_weight=0.5)
 
 
 def _zip_parts(tmp_path, files: dict[str, bytes], n: int = 5):
