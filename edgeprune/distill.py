@@ -53,8 +53,7 @@ def ensemble_log_probs(logits: torch.Tensor | Sequence[torch.Tensor], temperatur
     if len(members) == 1:  # exactly the one teacher's distribution, as before ensembles
         return F.log_softmax(members[0] / temperature, dim=-1)
     each = torch.stack([F.log_softmax(z / temperature, dim=-1) for z in members])
-    if weights is None:
-        return torch.logsumexp(each, dim=0) - math.log(len(members))
+    weights = [1.0] * len(members) if weights is None else weights
     total = float(sum(weights))
     log_w = torch.tensor([math.log(w / total) if w > 0 else -math.inf for w in weights],
                          dtype=each.dtype, device=each.device).view(-1, *([1] * (each.dim() - 1)))
