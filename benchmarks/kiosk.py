@@ -120,6 +120,20 @@ def ensure_checkpoint(recipe, out: Path, what: str) -> Path:
     return out
 
 
+def share_kiosk_soft_teacher(recipe, kiosk_bundle: Path, checkpoint: Path) -> None:
+    """Seed the unstructured row's soft-teacher cache with the kiosk's logits (same teacher, data and seed),
+    so that row does not fine-tune and run the large teacher a second time."""
+    if recipe.distillation.soft_teacher is None:
+        return
+    from edgeprune.bench.baselines import source_checkpoint
+    from edgeprune.runtime import Bundle
+    from edgeprune.soft_teacher import share_cached
+
+    src, _ = source_checkpoint(Bundle.load(kiosk_bundle).manifest, None)
+    if src is not None and share_cached(src, checkpoint):
+        say(f"unstructured-sparse: soft-teacher logits copied from the kiosk's ({src}.soft-teacher)")
+
+
 def find_bundle(path: Path) -> Path | None:
     """A bundle folder given itself or an `edgeprune run` OUT folder; None when `path` holds neither."""
     path = Path(path)
@@ -917,8 +931,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  fmt="csr", quantize=int8, structured=False,
                                                  data_dir=data_dir)
             else:
+                ck_dir = work / "unstructured" / "checkpoint"
+                share_kiosk_soft_teacher(recipe, kiosk, ck_dir)
                 ck = ensure_checkpoint(unstructured_recipe(recipe, args.unstructured_sparsity, dense),
-                                       work / "unstructured" / "checkpoint", "unstructured-sparse")
+                                       ck_dir, "unstructured-sparse")
                 unstructured = ensure_converted(ck, work / "unstructured" / "bundle", target=None, fmt="csr",
                                                 quantize=int8, structured=False, data_dir=data_dir)
         result = run_kiosk_benchmark(

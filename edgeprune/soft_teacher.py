@@ -83,6 +83,21 @@ def read_cached(folder: Path, wanted: dict):
     return logits, saved
 
 
+def share_cached(from_checkpoint: Path, to_checkpoint: Path) -> bool:
+    """Give `to_checkpoint` a copy of the logits `from_checkpoint`'s soft teacher cached (not its fine-tuned
+    model), when it has none yet; True when copied. Why: a second student of the same recipe family (the kiosk
+    benchmark's unstructured row) would otherwise fine-tune and run the 110M teacher again, a third of an hour
+    on two cores, to get the same logits. Nothing is trusted by being copied: training still reuses them only
+    when their identity (teacher settings, data, seed, max_length, precision) is the one it wants."""
+    src, dst = soft_teacher_dir_for(from_checkpoint), soft_teacher_dir_for(to_checkpoint)
+    if dst.exists() or not (src / MANIFEST).is_file() or not (src / LOGITS).is_file():
+        return False
+    with atomic_dir(dst) as tmp:
+        for name in (MANIFEST, LOGITS):
+            shutil.copy2(src / name, tmp / name)
+    return True
+
+
 def ensure_soft_teacher(cfg, data, folder: Path, seed: int, max_length: int, progress: bool = True,
                         report: Callable[[str], None] | None = None):
     """(logits [train examples, labels] in the order of `data.train`, manifest): reused from `folder` when

