@@ -126,10 +126,11 @@ def share_kiosk_soft_teacher(recipe, kiosk_bundle: Path, checkpoint: Path) -> No
     if recipe.distillation.soft_teacher is None:
         return
     from edgeprune.bench.baselines import source_checkpoint
-    from edgeprune.runtime import Bundle
+    from edgeprune.runtime import open_bundle
     from edgeprune.soft_teacher import share_cached
 
-    src, _ = source_checkpoint(Bundle.load(kiosk_bundle).manifest, None)
+    # the manifest alone: Bundle.load would hash every file and start an ORT session to read one field
+    src, _ = source_checkpoint(open_bundle(kiosk_bundle)[1], None)
     if src is not None and share_cached(src, checkpoint):
         say(f"unstructured-sparse: soft-teacher logits copied from the kiosk's ({src}.soft-teacher)")
 

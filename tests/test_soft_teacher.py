@@ -342,5 +342,7 @@ def test_cached_logits_are_shared_with_a_sibling_run_but_never_over_its_own(tiny
     assert not st.share_cached(tmp_path / "nothing", tmp_path / "other")
     assert not st.soft_teacher_dir_for(tmp_path / "other").exists()
     # shared logits of another seed are stale for the sibling: it builds its own (stopped here)
+    third = tmp_path / "third"
+    assert st.share_cached(kiosk, third)
     with pytest.raises(pytest.fail.Exception):
-        ensure_soft_teacher(cfg, data, st.soft_teacher_dir_for(tmp_path / "third"), 8, 16)
+        ensure_soft_teacher(cfg, data, st.soft_teacher_dir_for(third), 8, 16)
