@@ -108,15 +108,17 @@ def checkpoint_is(folder: Path, recipe) -> bool:
 
 
 def ensure_checkpoint(recipe, out: Path, what: str) -> Path:
-    """`out` trained from `recipe`, reused when its pruning_state.json records the same recipe hash."""
-    from edgeprune.train import train
+    """`out` trained from `recipe`, reused when its pruning_state.json records the same recipe hash, and
+    continued from its last step checkpoint when an earlier run of the same recipe was interrupted."""
+    from edgeprune.train import can_resume, train
 
     out = Path(out)
     if checkpoint_is(out, recipe):
         say(f"{what}: reusing {out} (same recipe)")
         return out
-    say(f"{what}: training into {out}")
-    train(recipe, out, overwrite=True, report=say)
+    resume = can_resume(recipe, out)
+    say(f"{what}: {'resuming an interrupted run' if resume else 'training'} into {out}")
+    train(recipe, out, resume=resume, overwrite=True, report=say)
     return out
 
 

@@ -429,11 +429,18 @@ def ensure_dense_teacher(dense: Recipe, folder: Path, progress: bool, say: Calla
     if (folder / "pruning_state.json").is_file() and read_pruning_state(folder).recipe_sha256 == dense.sha256():
         say(f"teacher: reusing {name} in {folder}")
         return folder
-    work = work_dir_for(folder)
-    saved = json.loads((work / WORK_RECIPE).read_text()) if (work / WORK_RECIPE).is_file() else {}
-    resume = saved.get("sha256") == dense.sha256() and last_resumable_checkpoint(work, False) is not None
+    resume = can_resume(dense, folder)
     say(f"teacher: {'resuming' if resume else 'training'} {name} (seed {dense.training.seed}) into {folder}")
     return train(dense, folder, resume=resume, overwrite=True, progress=progress, report=say)
+
+
+def can_resume(recipe: Recipe, out_dir: Path) -> bool:
+    """Whether `out_dir` has an interrupted run of this very recipe to continue: a rerun after a killed
+    session should not throw away the steps already paid for, nor resume someone else's recipe."""
+    work = work_dir_for(out_dir)
+    saved = json.loads((work / WORK_RECIPE).read_text()) if (work / WORK_RECIPE).is_file() else {}
+    return (saved.get("sha256") == recipe.sha256()
+            and last_resumable_checkpoint(work, needs_pruner=bool(recipe.pruning)) is not None)
 
 
 def last_resumable_checkpoint(work: Path, needs_pruner: bool) -> str | None:

@@ -195,6 +195,32 @@ def test_checkpoint_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
     assert trained == [ck]
 
 
+def test_an_interrupted_row_is_resumed_only_for_the_same_recipe(tmp_path, monkeypatch):
+    from edgeprune.pruner import STATE_JSON
+    from edgeprune.recipe import recipe_from_dict
+    from edgeprune.train import WORK_RECIPE, work_dir_for
+
+    ck = make_checkpoint(tmp_path / "ck")
+    recipe = kiosk.unstructured_recipe(
+        recipe_from_dict(json.loads((ck / "pruning_state.json").read_text())["recipe"]), 0.8)
+    out = tmp_path / "row" / "checkpoint"
+    work = work_dir_for(out)
+    step = work / "checkpoint-500"
+    step.mkdir(parents=True)
+    (step / "trainer_state.json").write_text("{}")
+    (step / STATE_JSON).write_text("{}")
+    (work / WORK_RECIPE).write_text(json.dumps({"sha256": recipe.sha256()}))
+    calls = []
+    monkeypatch.setattr("edgeprune.train.train", lambda r, o, **kw: calls.append(kw["resume"]))
+    kiosk.ensure_checkpoint(recipe, out, "unstructured")
+    # a killed session's steps are kept, but never continued under another recipe
+    kiosk.ensure_checkpoint(kiosk.unstructured_recipe(recipe, 0.5), out, "unstructured")
+    # nor from a step checkpoint without its masks
+    (step / STATE_JSON).unlink()
+    kiosk.ensure_checkpoint(recipe, out, "unstructured")
+    assert calls == [True, False, False]
+
+
 def test_deepsparse_absence_is_explained(monkeypatch):
     monkeypatch.delenv("EDGEPRUNE_DEEPSPARSE_PYTHON", raising=False)
     if importlib.util.find_spec("deepsparse") is not None:
