@@ -814,11 +814,12 @@ def run_kiosk_benchmark(*, dense_checkpoint: Path, kiosk_bundle: Path, unstructu
 
     if deepsparse:
         from edgeprune.bench.baselines import source_checkpoint
+        from edgeprune.runtime import open_bundle
 
         python, why = deepsparse_python(deepsparse_py)
         sources = []
         if unstructured_bundle is not None:
-            manifest = Bundle.load(unstructured_bundle).manifest
+            manifest = open_bundle(unstructured_bundle)[1]  # the manifest alone: no hashing, no ORT session
             sources.append((DEEPSPARSE, "DeepSparse on the unstructured-sparse model (plain fp32 ONNX)", manifest,
                             False, "no unstructured-sparse checkpoint at hand to export for DeepSparse"))
         else:
