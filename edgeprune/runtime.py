@@ -180,6 +180,16 @@ def sidecar_tensors(manifest: dict) -> list[dict]:
     return [t for t in manifest.get("tensors", []) if t.get("storage") == SIDECAR]
 
 
+def disabled_optimizers(manifest: dict) -> list[str]:
+    """The onnxruntime graph optimizers the bundle was measured without (manifest `runtime`, written by
+    convert: on CPU, `SkipLayerNormFusion`, whose fused kernel is slower there). Older bundles: none."""
+    names = (manifest.get("runtime") or {}).get("disabled_optimizers", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        raise BundleError(f"the manifest's runtime.disabled_optimizers is not a list of optimizer names: {names!r}",
+                          _REBUILD)
+    return list(names)
+
+
 def make_session(files: dict[str, bytes], manifest: dict, threads: int | None = None,
                  providers: list[str] | None = None):
     """An InferenceSession over verified model bytes (`read_verified`), csr/2:4 tensors decoded from the
@@ -200,6 +210,7 @@ def make_session(files: dict[str, bytes], manifest: dict, threads: int | None = 
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    disabled = disabled_optimizers(manifest)
     sparse = sidecar_tensors(manifest)
     keep_alive = []
     if sparse:
@@ -218,8 +229,8 @@ def make_session(files: dict[str, bytes], manifest: dict, threads: int | None = 
                 values.append(ort.OrtValue.ortvalue_from_numpy(dense))
         options.add_external_initializers(names, values)
     try:
-        session = ort.InferenceSession(model_bytes, options,
-                                       providers=list(providers or ["CPUExecutionProvider"]))
+        session = ort.InferenceSession(model_bytes, options, providers=list(providers or ["CPUExecutionProvider"]),
+                                       disabled_optimizers=disabled or None)
     except Exception as exc:  # noqa: BLE001 - ORT raises several unrelated types for bad models
         raise BundleError(f"ONNX Runtime cannot load {MODEL} ({str(exc)[:200]})", _REBUILD) from exc
     session._edgeprune_keep_alive = keep_alive  # the OrtValues borrow these buffers

@@ -34,7 +34,7 @@ def test_int4_embeddings_bundle_is_verified_and_smaller(ckpt, tmp_path, quantize
     int4 = convert_checkpoint(ckpt, tmp_path / "int4", quantize=quantize, embeddings="int4", progress=False,
                               int8_min_agreement=0.5, int8_max_drop=1.0)
     ops = _ops(int4)
-    assert "GatherBlockQuantized" in ops
+    assert "GatherBlockQuantized" not in ops and "DequantizeLinear" in ops  # stock ops (see unpack_gather)
     assert "EmbedLayerNormalization" not in ops and "QEmbedLayerNormalization" not in ops
     manifest, word = _word_record(int4)
     _, word_same = _word_record(same)
@@ -72,6 +72,9 @@ def test_unfused_embeddings_reproduce_the_fused_node_with_padding(ckpt, tmp_path
     fused = optimize(tmp_path / "export.onnx", tmp_path / "fused.onnx", [feeds])
     graph = onnx.load(str(fused.path))
     assert "EmbedLayerNormalization" in [n.op_type for n in graph.graph.node]
+    assert "SkipLayerNormalization" not in [n.op_type for n in graph.graph.node]  # CPU default
+    gpu = optimize(tmp_path / "export.onnx", tmp_path / "fused-gpu.onnx", [feeds], skip_layer_norm=True)
+    assert "SkipLayerNormalization" in [n.op_type for n in onnx.load(str(gpu.path)).graph.node]
     assert unfuse_embeddings(graph) == WORD_GATHER
     assert "EmbedLayerNormalization" not in [n.op_type for n in graph.graph.node]
     onnx.save(graph, str(tmp_path / "unfused.onnx"))
@@ -91,3 +94,50 @@ def test_embeddings_option_is_validated_and_taken_from_the_target():
 
     with pytest.raises(TargetError, match="embeddings"):
         TargetProfile.from_dict({**kiosk.to_dict(), "embeddings": "int3"})
+
+
+def test_unpacked_lookup_gives_exactly_the_block_quantized_rows(tmp_path):
+    """unpack_gather swaps GatherBlockQuantized for stock ops: the same values, bit for bit, for a batch of
+    rows of any id, including the last row and a repeated id."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeprune.convert.embeddings import PAIRS_SUFFIX, quantize_word_embeddings, unpack_gather
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(50, 256)).astype(np.float32)
+    ids = helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])
+    out = helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", 256])
+    graph = helper.make_graph([helper.make_node("Gather", ["word_embeddings.weight", "ids"], ["rows"], name="g")],
+                              "lookup", [ids], [out], [numpy_helper.from_array(table, "word_embeddings.weight")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "plain.onnx"))
+    quantize_word_embeddings(tmp_path / "plain.onnx", tmp_path / "unpacked.onnx", "g")
+    # the same quantizer's output before the rewrite, as onnxruntime serves it
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    config = DefaultWeightOnlyQuantConfig(block_size=64, is_symmetric=False, bits=4,
+                                          op_types_to_quantize=("Gather",), quant_axes=(("Gather", 1),))
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(tmp_path / "plain.onnx")), algo_config=config)
+    quantizer.process()
+    blocked = quantizer.model.model
+    assert "GatherBlockQuantized" in [n.op_type for n in blocked.graph.node]
+    onnx.save(blocked, str(tmp_path / "blocked.onnx"))
+    unpacked = onnx.load(str(tmp_path / "unpacked.onnx"))
+    assert "GatherBlockQuantized" not in [n.op_type for n in unpacked.graph.node]
+    pairs = next(t for t in unpacked.graph.initializer if t.name.endswith(PAIRS_SUFFIX))
+    assert list(pairs.dims) == [50, 128] and pairs.data_type == TensorProto.UINT8
+    feeds = {"ids": np.array([[0, 49, 7, 7], [3, 1, 2, 48]], np.int64)}
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    expected, got = run(tmp_path / "blocked.onnx"), run(tmp_path / "unpacked.onnx")
+    assert got.shape == (2, 4, 256) and np.array_equal(got, expected)
+    assert np.abs(got - table[feeds["ids"]]).max() < 0.5  # and it is the table, to 4-bit rounding
+    with pytest.raises(Exception, match="one 4-bit embedding lookup"):
+        unpack_gather(unpacked)  # nothing left to rewrite: refused, not silently passed
+
+
+def test_cpu_bundles_keep_residual_add_and_layernorm_apart(ckpt, tmp_path):
+    """onnxruntime's CPU SkipLayerNormalization is slower than the Add + LayerNormalization it fuses
+    (convert.optimize), so a CPU bundle keeps them apart; attention is still fused."""
+    bundle = convert_checkpoint(ckpt, tmp_path / "b", quantize="none", progress=False)
+    ops = _ops(bundle)
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops and "Attention" in ops

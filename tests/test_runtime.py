@@ -160,6 +160,7 @@ def _edit_manifest(folder, change):
     ("max_length", lambda m: m.__setitem__("max_length", 4)),
     ("tensors", lambda m: m["tensors"][0].__setitem__("shape", m["tensors"][0]["shape"][::-1])),
     ("pad_token_id", lambda m: m.__setitem__("pad_token_id", 3)),
+    ("runtime", lambda m: m.__setitem__("runtime", {"disabled_optimizers": []})),
 ])
 def test_every_field_the_runtime_uses_is_part_of_the_identity(bundle_copy, field, change):
     from edgeprune.runtime import bundle_digest, read_manifest
@@ -176,7 +177,11 @@ def test_malformed_manifest_fields_are_bundle_errors(bundle_copy):
     for change, message in ((lambda m: m["files"].__setitem__("model.onnx", "abc"), "file entry 'model.onnx'"),
                             (lambda m: m.pop("max_length"), "max_length"),
                             (lambda m: m.__setitem__("labels", "negative"), "labels"),
-                            (lambda m: m.__setitem__("inputs", ["input_ids", "pixels"]), "inputs")):
+                            (lambda m: m.__setitem__("inputs", ["input_ids", "pixels"]), "inputs"),
+                            (lambda m: m.__setitem__("runtime", {"disabled_optimizers": "SkipLayerNormFusion"}),
+                             "disabled_optimizers"),
+                            (lambda m: m.__setitem__("runtime", {"disabled_optimizers": ["a; b"]}),
+                             "disabled_optimizers")):
         (bundle_copy / "manifest.json").write_text(json.dumps(good))
         _edit_manifest(bundle_copy, change)
         with pytest.raises(BundleError, match=message):
@@ -215,3 +220,25 @@ def test_gate_bundle_refuses_a_bundle_whose_manifest_was_edited(bundle_copy, tmp
     _edit_manifest(bundle_copy, lambda m: m.__setitem__("labels", m["labels"][::-1]))
     assert main(["gate", str(tmp_path / "r"), "--target", str(target), "--bundle", str(bundle_copy)]) == 2
     assert "the report is for bundle" in capsys.readouterr().err
+
+
+def test_cpu_bundle_runs_without_the_fusion_its_manifest_turns_off(bundle_copy, monkeypatch):
+    """A CPU bundle records that onnxruntime's SkipLayerNormFusion stays off (convert.optimize), and the
+    runtime hands exactly that to the session; a bundle without the field (older) disables nothing."""
+    import onnxruntime as ort
+
+    manifest = json.loads((bundle_copy / "manifest.json").read_text())
+    assert manifest["runtime"] == {"disabled_optimizers": ["SkipLayerNormFusion"]}
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("disabled_optimizers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    expected = Bundle.load(bundle_copy).logits(SENTENCES[:3])
+    _edit_manifest(bundle_copy, lambda m: m.pop("runtime"))
+    again = Bundle.load(bundle_copy).logits(SENTENCES[:3])
+    assert seen == [["SkipLayerNormFusion"], None]
+    assert abs(expected - again).max() < 1e-4  # the same maths either way

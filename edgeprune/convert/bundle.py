@@ -58,6 +58,7 @@ class Manifest:
     accuracy: dict[str, Any]
     notes: list[str]
     vocabulary: dict[str, Any] = field(default_factory=lambda: {"mode": "full"})  # trim, if any (convert.vocab)
+    runtime: dict[str, Any] = field(default_factory=dict)  # session settings the runtime applies (convert.optimize)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
@@ -84,9 +85,17 @@ def store_tensors(model_path: Path, out_dir: Path, allowed: list[str]) -> tuple[
     import onnx
     from onnx import external_data_helper, helper, numpy_helper
 
+    from .embeddings import PAIRS_SUFFIX
+
     model = onnx.load(str(model_path))
     records, sidecar, small = [], {}, 0
     for init in list(model.graph.initializer):
+        if init.name.endswith(PAIRS_SUFFIX):  # 4-bit levels two per uint8 byte (convert.embeddings)
+            rows, pairs = init.dims
+            records.append({"name": init.name, "shape": [rows, 2 * pairs], "dtype": "uint4", "packing": "pairs",
+                            "form": "dense", "bytes": rows * pairs, "dense_bytes": rows * pairs,
+                            "sparsity": None, "storage": MODEL})
+            continue
         if init.data_type in FOUR_BIT:  # packed two per byte; no sparse form applies
             size = int(np.prod(init.dims))
             records.append({"name": init.name, "shape": list(init.dims), "dtype": _onnx_dtype_name(init.data_type),

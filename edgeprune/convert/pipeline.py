@@ -208,7 +208,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
                                                    optimize.run_logits(work / "export.onnx", verify_feeds),
                                                    verify.FP32_ATOL))
         _say(progress, "fusing attention / LayerNorm / GELU")
-        opt = optimize.optimize(work / "export.onnx", work / "fused.onnx", verify_feeds)
+        opt = optimize.optimize(work / "export.onnx", work / "fused.onnx", verify_feeds, skip_layer_norm=opts.gpu)
         final = work / "export.onnx" if quant.needs_unfused(opts.quantize) else opt.path
         word_gather = None
         if opts.embeddings == "int4":
@@ -239,7 +239,8 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
         from ..runtime import make_session, read_verified
 
         pad_token = tokenizer.pad_token or "[PAD]"
-        draft = {"files": sha256_tree(tmp), "tensors": tensors}
+        runtime = optimize.runtime_config(opts.gpu)
+        draft = {"files": sha256_tree(tmp), "tensors": tensors, "runtime": runtime}
         session = make_session(read_verified(tmp, draft), draft)
         bundle_logits = optimize.run_logits(session, verify_feeds)
         if opts.quantize == "none" and opts.embeddings == "same":
@@ -294,6 +295,7 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
             sizes={"bundle_bytes": bundle_bytes, "model_onnx_bytes": (tmp / "model.onnx").stat().st_size,
                    "reference_dense_fp32_param_bytes": dense_bytes, "small_dense_tensor_bytes": small_bytes},
             verification=report.to_json(), accuracy=accuracy, notes=opts.notes(), vocabulary=vocab_info,
+            runtime=runtime,
         )
         bundle_mod.finish(tmp, manifest)
     _say(progress, f"bundle written to {out_dir}")
