@@ -152,15 +152,17 @@ def find_bundle(path: Path) -> Path | None:
 def ensure_converted(checkpoint: Path, out: Path, *, target, fmt, quantize, structured=True,
                      data_dir: Path | None = None) -> Path:
     """`checkpoint` converted into `out`, reused when `out`'s manifest records the same checkpoint hash,
-    format and quantization."""
+    format and quantization, written by this converter version (a newer one may build a faster graph)."""
     from edgeprune.convert import convert_checkpoint
+    from edgeprune.convert.bundle import CONVERTER_VERSION
     from edgeprune.hashing import sha256_json, sha256_tree
 
     out, checkpoint = Path(out), Path(checkpoint)
     want = sha256_json(sha256_tree(checkpoint))
     if (out / "manifest.json").is_file():
         m = json.loads((out / "manifest.json").read_text())
-        if (m.get("source", {}).get("checkpoint_sha256") == want and (fmt is None or m.get("format") == fmt)
+        if (m.get("source", {}).get("checkpoint_sha256") == want and m.get("converter_version") == CONVERTER_VERSION
+                and (fmt is None or m.get("format") == fmt)
                 and (quantize is None or m.get("quantization", {}).get("mode") == quantize)):
             say(f"reusing bundle {out}")
             return out

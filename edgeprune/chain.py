@@ -8,7 +8,8 @@ the recorded one (nobody replaced or edited it), and the inputs hash the same as
 - train:   the recipe (after --set overrides), the bytes of its local train/eval split files, of a local
            model folder and of a local teacher folder (file-tree hashes), the edgeprune version
                                                                    -> checkpoint: `checkpoint_identity`
-- convert: the checkpoint's identity, the profile's CONVERT_FIELDS         -> bundle: `bundle_digest`
+- convert: the checkpoint's identity, the profile's CONVERT_FIELDS, the converter's version
+                                                                          -> bundle: `bundle_digest`
 - bench:   the bundle digest, the profile's measurement fields, the eval data file, the dense reference
            (the recipe's distillation teacher), this host, settings -> report: hash of report.json
 Gate always runs (it is cheap and its budgets may have changed); the exit code is the gate's.
@@ -225,8 +226,10 @@ def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str]
     profile_dict = profile.to_dict()
     convert_target = {**{k: profile_dict[k] for k in CONVERT_FIELDS},  # budgets and threads never change a bundle
                       "score_batch": profile.workload.batch_size}
+    from .convert.bundle import CONVERTER_VERSION
+
     bundle_id = chain.do("convert", {"checkpoint": checkpoint_id, "target": convert_target,
-                                     "format": None, "quantize": None},
+                                     "format": None, "quantize": None, "converter": CONVERTER_VERSION},
                          lambda dest: STAGES["convert"](chain.path("train"), dest, profile), result)
     local_data = data_dir or (Path(recipe.data.path) if Path(recipe.data.path).is_dir() else None)
     dense = dense_reference(chain.path("train"), recipe.distillation.teacher)

@@ -137,6 +137,16 @@ def test_edgeprune_version_is_a_train_input(setup, monkeypatch):
     assert run(recipe, target, out).ran[:1] == ["train"]
 
 
+def test_a_new_converter_reconverts_without_retraining(setup, monkeypatch):
+    from edgeprune.convert import bundle
+
+    recipe, target, out, trained = setup
+    run(recipe, target, out)
+    monkeypatch.setattr(bundle, "CONVERTER_VERSION", bundle.CONVERTER_VERSION + 1)
+    redone = run(recipe, target, out)
+    assert redone.ran[:1] == ["convert"] and "train" in redone.skipped and len(trained) == 1
+
+
 def test_an_edited_bundle_manifest_is_reconverted(setup):
     recipe, target, out, _ = setup
     run(recipe, target, out)

@@ -20,6 +20,11 @@ from ..hashing import sha256_tree
 from ..runtime import MANIFEST, MODEL, SIDECAR
 from . import formats
 
+# Bumped whenever convert writes a different bundle for the same checkpoint and options, so `edgeprune
+# run` and benchmarks/kiosk.py reconvert rather than reuse what an older converter wrote (training is
+# untouched by it). 2: 4-bit embeddings served by stock ops; manifest `runtime` (CPU: no SkipLayerNorm).
+CONVERTER_VERSION = 2
+
 SCHEMA_VERSION = 1
 MIN_ELEMENTS = 256  # biases, LayerNorm and scales stay dense and are summed, not listed
 
@@ -63,6 +68,7 @@ class Manifest:
     measured: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     edgeprune_version: str = __version__
+    converter_version: int = CONVERTER_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
