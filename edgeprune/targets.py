@@ -153,7 +153,7 @@ class TargetProfile:
     # split uses plus every character (see edgeprune.convert.vocab), verified like int8
     vocabulary: str = "full"
     # "same": the word embeddings are quantized like the other weights; "int4": stored in 4-bit blocks
-    # (onnxruntime's GatherBlockQuantized, see edgeprune.convert.embeddings): the whole vocabulary at a
+    # (onnxruntime's block grid, served by stock ops, see edgeprune.convert.embeddings): the whole vocabulary at a
     # third of int8's bytes, without the trimmed vocabulary's changed tokenization
     embeddings: str = "same"
     source: str = field(default="<python>", compare=False)

@@ -36,6 +36,9 @@ def test_inspect_and_predict(capsys, dense_bundle, tmp_path):
     text = capsys.readouterr().out
     assert "heads kept" in text and "download size" not in text.split("what pays off")[0]
     assert "Real CPU speed comes from structure" in text
+    from edgeprune.convert.bundle import CONVERTER_VERSION
+
+    assert f"optimizers off: SkipLayerNormFusion  (converter {CONVERTER_VERSION})" in text
     assert main(["inspect", str(dense_bundle), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["manifest"]["format"] == "dense"
     assert main(["pack", str(dense_bundle), "-o", str(tmp_path / "b.tar.gz")]) == 0
