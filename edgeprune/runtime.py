@@ -106,6 +106,7 @@ def check_manifest(manifest: dict, where="manifest.json") -> None:
         raise bad(f"inputs must be a list of {', '.join(INPUT_NAMES)}, got {inputs!r}")
     if not isinstance(manifest.get("pad_token", ""), str) or not _is_int(manifest.get("pad_token_id", 0)):
         raise bad("pad_token must be a string and pad_token_id an integer")
+    disabled_optimizers(manifest, where)
     tensors = manifest.get("tensors", [])
     if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
         raise bad("tensors must be a list of records")
@@ -180,13 +181,16 @@ def sidecar_tensors(manifest: dict) -> list[dict]:
     return [t for t in manifest.get("tensors", []) if t.get("storage") == SIDECAR]
 
 
-def disabled_optimizers(manifest: dict) -> list[str]:
+def disabled_optimizers(manifest: dict, where="manifest.json") -> list[str]:
     """The onnxruntime graph optimizers the bundle was measured without (manifest `runtime`, written by
     convert: on CPU, `SkipLayerNormFusion`, whose fused kernel is slower there). Older bundles: none."""
-    names = (manifest.get("runtime") or {}).get("disabled_optimizers", [])
+    runtime = manifest.get("runtime")
+    if runtime is None:
+        return []
+    names = runtime.get("disabled_optimizers", []) if isinstance(runtime, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) and n.isidentifier() for n in names):
-        raise BundleError(f"the manifest's runtime.disabled_optimizers is not a list of optimizer names: {names!r}",
-                          _REBUILD)
+        raise BundleError(f"{where}: runtime must be {{\"disabled_optimizers\": [optimizer names]}}, "
+                          f"got {runtime!r}", _REBUILD)
     return list(names)
 
 

@@ -24,7 +24,12 @@ def _ops(bundle):
 
 def _word_record(bundle):
     manifest = json.loads((bundle / "manifest.json").read_text())
-    return manifest, next(t for t in manifest["tensors"] if "word_embeddings" in t["name"])
+    from edgeprune.convert.embeddings import PAIRS_SUFFIX
+
+    word = [t for t in manifest["tensors"] if t["name"].endswith(PAIRS_SUFFIX)
+            or ("word_embeddings.weight" in t["name"] and not t["name"].endswith(("_scale", "_scales", "_zero_points")))]
+    assert len(word) == 1, [t["name"] for t in manifest["tensors"]]
+    return manifest, word[0]
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8-dynamic"])
@@ -141,3 +146,15 @@ def test_cpu_bundles_keep_residual_add_and_layernorm_apart(ckpt, tmp_path):
     bundle = convert_checkpoint(ckpt, tmp_path / "b", quantize="none", progress=False)
     ops = _ops(bundle)
     assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops and "Attention" in ops
+
+
+def test_gpu_bundles_keep_the_fused_ops_and_ask_the_runtime_for_nothing(ckpt, tmp_path):
+    """The two CPU rewrites rest on CPU kernel timings: a GPU target keeps GatherBlockQuantized and
+    SkipLayerNormalization, and its manifest turns no onnxruntime optimizer off."""
+    bundle = convert_checkpoint(ckpt, tmp_path / "gpu", target="ampere-gpu", quantize="none", embeddings="int4",
+                                progress=False, int8_min_agreement=0.5, int8_max_drop=1.0)
+    ops = _ops(bundle)
+    assert "GatherBlockQuantized" in ops and "SkipLayerNormalization" in ops
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["runtime"] == {} and manifest["quantization"]["embeddings"]["op"] == "GatherBlockQuantized"
+    assert _word_record(bundle)[1]["dtype"] == "uint4"

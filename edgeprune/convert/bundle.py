@@ -96,7 +96,8 @@ def store_tensors(model_path: Path, out_dir: Path, allowed: list[str]) -> tuple[
     model = onnx.load(str(model_path))
     records, sidecar, small = [], {}, 0
     for init in list(model.graph.initializer):
-        if init.name.endswith(PAIRS_SUFFIX):  # 4-bit levels two per uint8 byte (convert.embeddings)
+        if init.name.endswith(PAIRS_SUFFIX) and init.data_type == onnx.TensorProto.UINT8 and len(init.dims) == 2:
+            # 4-bit levels two per uint8 byte (convert.embeddings)
             rows, pairs = init.dims
             records.append({"name": init.name, "shape": [rows, 2 * pairs], "dtype": "uint4", "packing": "pairs",
                             "form": "dense", "bytes": rows * pairs, "dense_bytes": rows * pairs,

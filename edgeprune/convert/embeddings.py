@@ -93,8 +93,11 @@ def unfuse_embeddings(model) -> str:
     return WORD_GATHER
 
 
-def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size: int = BLOCK_SIZE) -> dict:
-    """Replace the word Gather in `src` by a 4-bit GatherBlockQuantized; write `dst`; say what was done."""
+def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size: int = BLOCK_SIZE,
+                             unpack: bool = True) -> dict:
+    """Replace the word Gather in `src` by onnxruntime's 4-bit `GatherBlockQuantized`, then (`unpack`, the
+    CPU default) by the same values in stock ops (`unpack_gather`); write `dst`; say what was done. GPU
+    targets keep the contrib op: the CPU measurement behind the rewrite says nothing about CUDA kernels."""
     import logging
 
     import numpy as np
@@ -127,11 +130,14 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
     quantized = quantizer.model.model
     if not any(n.op_type == "GatherBlockQuantized" for n in quantized.graph.node):
         raise ModelError("onnxruntime did not quantize the word embeddings", "convert with --embeddings same")
-    unpack_gather(quantized)
+    table_width = int(values.shape[1]) if values.ndim == 2 else 0
+    unpacked = unpack and table_width % 2 == 0  # an odd width has no nibble pairs: the contrib op serves it
+    if unpacked:
+        unpack_gather(quantized)
     onnx.save(quantized, str(dst))
     return {"mode": "int4", "bits": BITS, "block_size": block_size, "symmetric": False,
-            "op": UNPACKED_OP, "quantizer": "onnxruntime MatMulNBitsQuantizer (GatherBlockQuantized)",
-            "max_rounding": rounding}
+            "op": UNPACKED_OP if unpacked else "GatherBlockQuantized",
+            "quantizer": "onnxruntime MatMulNBitsQuantizer", "max_rounding": rounding}
 
 
 UNPACKED_OP = "Gather+DequantizeLinear (4-bit pairs in uint8, blocked)"

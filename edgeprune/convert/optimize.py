@@ -8,8 +8,9 @@ measured slower than the Add + `LayerNormalization` it replaces, and the gap gro
 (onnxruntime 1.32, 2 threads, hidden 384: 41 against 23 us at 25 tokens, 82 against 36 us at 64). Two
 fusions make that op, so two switches keep it out: this offline optimizer's (`skip_layer_norm=False`)
 and onnxruntime's own at session load (`SkipLayerNormFusion`), which the bundle's manifest asks the
-runtime to disable (`CPU_DISABLED_OPTIMIZERS`, read by `edgeprune.runtime.make_session`). On the kiosk
-student the two together took p50 from 0.89 to 0.72 ms, and ORT fp32 dense from 3.61 to 3.35 ms.
+runtime to disable (`CPU_DISABLED_OPTIMIZERS`, read by `edgeprune.runtime.make_session`). In one
+interleaved run on the kiosk student (4-bit lookup already by stock ops) turning off the session-level
+fusion as well took p50 from 0.89 to 0.72 ms, and ORT fp32 dense's from 3.61 to 3.35 ms.
 GPU targets keep the fused op. Attention, GELU and embedding fusions are unaffected. A
 fused graph that does not reproduce the unfused one within `ATOL` (relative to the logits' size beyond
 1, `verify.logit_tolerance`) is thrown away and the unfused graph is used; the manifest records which

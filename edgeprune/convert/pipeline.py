@@ -227,7 +227,8 @@ def convert_checkpoint(checkpoint_dir, out_dir, *, target=None, fmt=None, quanti
             from .embeddings import quantize_word_embeddings
 
             _say(progress, "storing the word embeddings in 4-bit blocks")
-            quant_info["embeddings"] = quantize_word_embeddings(final, work / "embeddings-int4.onnx", word_gather)
+            quant_info["embeddings"] = quantize_word_embeddings(final, work / "embeddings-int4.onnx", word_gather,
+                                                               unpack=not opts.gpu)
             final = work / "embeddings-int4.onnx"
 
         _say(progress, f"storing tensors (forms allowed: {', '.join(opts.forms)})")
