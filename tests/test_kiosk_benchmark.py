@@ -196,6 +196,34 @@ def test_checkpoint_reused_only_for_the_same_recipe(tmp_path, monkeypatch):
     assert trained == [ck]
 
 
+def test_a_bundle_is_reused_only_from_the_same_checkpoint_and_converter(tmp_path, monkeypatch):
+    from edgeprune.convert import bundle as bundle_mod
+
+    ck = make_checkpoint(tmp_path / "ck")
+    import edgeprune.convert as convert_pkg
+
+    converted = []
+
+    def fake_convert(checkpoint, out, **kw):
+        converted.append(out)
+        from edgeprune.hashing import sha256_json, sha256_tree
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "manifest.json").write_text(json.dumps({
+            "source": {"checkpoint_sha256": sha256_json(sha256_tree(checkpoint))}, "format": "dense",
+            "quantization": {"mode": "none"}, "converter_version": bundle_mod.CONVERTER_VERSION}))
+        return out
+
+    monkeypatch.setattr(convert_pkg, "convert_checkpoint", fake_convert)
+    args = dict(target=None, fmt="dense", quantize="none")
+    kiosk.ensure_converted(ck, tmp_path / "b", **args)
+    kiosk.ensure_converted(ck, tmp_path / "b", **args)
+    assert len(converted) == 1
+    monkeypatch.setattr(bundle_mod, "CONVERTER_VERSION", bundle_mod.CONVERTER_VERSION + 1)
+    kiosk.ensure_converted(ck, tmp_path / "b", **args)
+    assert len(converted) == 2  # an older converter's bundle is rebuilt, not reused
+
+
 def test_an_interrupted_row_is_resumed_only_for_the_same_recipe(tmp_path, monkeypatch):
     from edgeprune.pruner import STATE_JSON
     from edgeprune.recipe import recipe_from_dict
