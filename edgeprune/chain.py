@@ -205,6 +205,7 @@ def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str]
               data_dir: Path | None = None, settings=None, say: Callable[[str], None] | None = None) -> ChainResult:
     from .bench.benchmark import BenchSettings
     from .commands.gate import gate_report_dir
+    from .convert.bundle import CONVERTER_VERSION
     from .gate import MEASUREMENT_FIELDS
     from .host import detect_host
     from .recipe import load_recipe
@@ -226,8 +227,6 @@ def run_chain(recipe_path: Path, target: str, out: Path, *, overrides: list[str]
     profile_dict = profile.to_dict()
     convert_target = {**{k: profile_dict[k] for k in CONVERT_FIELDS},  # budgets and threads never change a bundle
                       "score_batch": profile.workload.batch_size}
-    from .convert.bundle import CONVERTER_VERSION
-
     bundle_id = chain.do("convert", {"checkpoint": checkpoint_id, "target": convert_target,
                                      "format": None, "quantize": None, "converter": CONVERTER_VERSION},
                          lambda dest: STAGES["convert"](chain.path("train"), dest, profile), result)

@@ -72,7 +72,9 @@ def render(manifest: dict, digest: str) -> str:
     opt = manifest.get("optimization", {})
     fused = ", ".join(f"{k} x{v}" for k, v in opt.get("fused_ops", {}).items()) or "none"
     lines += ["", f"fusion      {'kept' if opt.get('fused') else 'not used'}: {fused} ({opt.get('reason', '')})"]
-    disabled = (manifest.get("runtime") or {}).get("disabled_optimizers") or []
+    from ..runtime import disabled_optimizers
+
+    disabled = disabled_optimizers(manifest)
     lines.append(f"runtime     onnxruntime optimizers off: {', '.join(disabled) or 'none'}  "
                  f"(converter {manifest.get('converter_version', 1)})")
     ver = manifest.get("verification", {})

@@ -130,10 +130,7 @@ def quantize_word_embeddings(src: Path, dst: Path, word_gather: str, block_size:
     quantized = quantizer.model.model
     if not any(n.op_type == "GatherBlockQuantized" for n in quantized.graph.node):
         raise ModelError("onnxruntime did not quantize the word embeddings", "convert with --embeddings same")
-    table_width = int(values.shape[1]) if values.ndim == 2 else 0
-    unpacked = unpack and table_width % 2 == 0  # an odd width has no nibble pairs: the contrib op serves it
-    if unpacked:
-        unpack_gather(quantized)
+    unpacked = unpack and unpack_gather(quantized)
     onnx.save(quantized, str(dst))
     return {"mode": "int4", "bits": BITS, "block_size": block_size, "symmetric": False,
             "op": UNPACKED_OP if unpacked else "GatherBlockQuantized",
@@ -144,9 +141,10 @@ UNPACKED_OP = "Gather+DequantizeLinear (4-bit pairs in uint8, blocked)"
 PAIRS_SUFFIX = "_Q4_pairs"  # an initializer holding two 4-bit levels per byte (store_tensors records it as uint4)
 
 
-def unpack_gather(model) -> None:
+def unpack_gather(model) -> bool:
     """Replace the one `GatherBlockQuantized` in `model` by stock ops over the same 4-bit values, in place
-    (see the module docstring for why). The graph must already be opset 21, as the quantizer leaves it."""
+    (see the module docstring for why); False, and the graph untouched, for a table of odd width, which has
+    no nibble pairs (the contrib op then serves it). The graph must be opset 21, as the quantizer leaves it."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -166,11 +164,12 @@ def unpack_gather(model) -> None:
                          "convert with --embeddings same")
     inits = {t.name: t for t in graph.initializer}
     table_name, ids, scales_name, zeros_name = node.input[:4]
+    width = int(inits[table_name].dims[1])
+    if width % 2:
+        return False
     values = numpy_helper.to_array(inits[table_name]).astype(np.uint8)
     zeros = numpy_helper.to_array(inits[zeros_name]).astype(np.uint8)
-    half = values.shape[1] // 2
-    if values.shape[1] % 2:
-        raise ModelError(f"hidden size {values.shape[1]} does not split into 4-bit pairs", "convert with --embeddings same")
+    half = width // 2
     packed = (values[:, :half] | (values[:, half:] << 4)).astype(np.uint8)
     p = PREFIX + "word_"
     pairs_name = table_name.removesuffix("_Q4") + PAIRS_SUFFIX
@@ -192,3 +191,4 @@ def unpack_gather(model) -> None:
     keep = [t for t in graph.initializer if t.name not in (table_name, zeros_name)]
     del graph.initializer[:]
     graph.initializer.extend(keep + new_inits)
+    return True
